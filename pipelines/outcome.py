@@ -1,0 +1,63 @@
+"""How a stage says an asset cannot go on: rejected (its fault) or failed (ours)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.READY, Status.REJECTED, Status.FAILED)
+
+
+class StageStop(Exception):
+    """Raised by a stage to end an asset's run with a terminal status and a reason.
+
+    ``reason`` is a stable machine-readable code (``infected``, ``corrupt``...);
+    ``message`` is a sentence for people.
+    """
+
+    status: Status
+
+    def __init__(self, reason: str, message: str, *, retryable: bool = False,
+                 details: dict | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.retryable = retryable
+        self.details = details or {}
+
+
+class Rejected(StageStop):
+    """The input is unacceptable: infected, unsupported, over a limit, corrupt."""
+
+    status = Status.REJECTED
+
+
+class Failed(StageStop):
+    """The farm could not finish: a service was down or something broke inside."""
+
+    status = Status.FAILED
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A picklable record of a StageStop, passed down the graph to the record stage."""
+
+    stage: str
+    status: Status
+    reason: str
+    message: str
+    retryable: bool = False
+
+    @classmethod
+    def from_error(cls, stage: str, error: StageStop) -> "Stop":
+        return cls(stage, error.status, error.reason, error.message, error.retryable)

@@ -1,0 +1,1 @@
+"""Resize and convert: from the original's bytes to pixels in the shape and colour a preset asks."""

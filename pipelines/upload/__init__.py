@@ -1,0 +1,1 @@
+"""The stages that decide what may enter the farm: scan, validate, hash."""

@@ -1,0 +1,106 @@
+"""Virus scan through clamd's INSTREAM, failing closed.
+
+Anything other than a clean answer from a live scanner stops the asset: an
+infection or a scanner-side limit rejects it, an unreachable or slow scanner
+fails it as retryable. An unscanned byte never moves on.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import clamd
+
+from pipelines.outcome import Failed, Rejected
+from pipelines.upload.hashing import iter_chunks
+
+# The clamd package sends 1 KiB chunks, which caps throughput far below what
+# clamd takes; chunks must stay under clamd's StreamMaxLength.
+CHUNK = 256 * 1024
+_FOUND = re.compile(r"^stream: (?P<signature>.+) FOUND$")
+
+
+@dataclass(frozen=True)
+class ScanVerdict:
+    clean: bool
+    signature: str | None
+    engine: str
+    signatures_version: str
+
+    def as_details(self) -> dict:
+        return {"clean": self.clean, "signature": self.signature,
+                "engine": self.engine, "signatures_version": self.signatures_version}
+
+
+class ClamdScanner:
+    """A clamd reached at ``tcp://host:port`` or ``unix:///path``."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme == "tcp" and parsed.hostname and parsed.port:
+            self._conn = clamd.ClamdNetworkSocket(parsed.hostname, parsed.port, timeout=timeout)
+        elif parsed.scheme == "unix" and parsed.path:
+            self._conn = clamd.ClamdUnixSocket(parsed.path, timeout=timeout)
+        else:
+            raise ValueError(f"clamd URL {url!r} is not tcp://HOST:PORT or unix:///PATH")
+        self.url = url
+
+    def version(self) -> tuple[str, str]:
+        """(engine, signature database version); custom databases have no version number."""
+        try:
+            answer = self._conn.version()
+        except (clamd.ClamdError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+        engine, _, rest = answer.partition("/")
+        return engine.strip(), (rest.split("/")[0] or "custom")
+
+    def instream(self, data: bytes) -> str:
+        """Send ``data`` to clamd and return its one-line answer."""
+        conn = self._conn
+        try:
+            conn._init_socket()
+            try:
+                conn._send_command("INSTREAM")
+                sock: socket.socket = conn.clamd_socket
+                try:
+                    for chunk in iter_chunks(data, CHUNK):
+                        sock.sendall(struct.pack("!L", len(chunk)) + chunk)
+                    sock.sendall(struct.pack("!L", 0))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # clamd hangs up once a stream passes its limit; its answer says why
+                return conn._recv_response()
+            finally:
+                conn._close_socket()
+        except (clamd.ClamdError, OSError) as exc:
+            raise _unavailable(self.url, exc) from exc
+
+
+def _unavailable(url: str, exc: Exception) -> Failed:
+    return Failed("scanner_unavailable", f"clamd at {url} did not answer: {exc}", retryable=True)
+
+
+def scan(data: bytes, scanner: ClamdScanner) -> ScanVerdict:
+    """Scan ``data``; return the verdict if clean, raise Rejected/Failed otherwise."""
+    engine, signatures = scanner.version()
+    answer = scanner.instream(data)
+    if answer == "stream: OK":
+        return ScanVerdict(True, None, engine, signatures)
+    details = {"engine": engine, "signatures_version": signatures}
+    if found := _FOUND.match(answer):
+        signature = found["signature"]
+        details["signature"] = signature
+        if ".Heuristics.Limits.Exceeded" in signature:
+            raise Rejected("scan_limit_exceeded",
+                           f"the file exceeds the scanner's limits ({signature})", details=details)
+        raise Rejected("infected", f"the scanner found {signature}", details=details)
+    if "size limit exceeded" in answer:
+        raise Rejected("scan_limit_exceeded",
+                       "the file is larger than the scanner accepts", details=details)
+    if not answer:
+        raise Failed("scanner_unavailable", "clamd closed the connection without an answer",
+                     retryable=True, details=details)
+    raise Failed("scanner_error", f"clamd answered {answer!r}", retryable=True, details=details)
