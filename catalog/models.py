@@ -1,0 +1,108 @@
+"""The catalog's tables. It, not Dask, is the source of truth about every asset."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String,
+                        Text, UniqueConstraint, func)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SHA256 = String(64)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Blob(Base):
+    """A stored object, addressed by the SHA-256 of its bytes."""
+
+    __tablename__ = "blobs"
+    sha256: Mapped[str] = mapped_column(SHA256, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100))
+    store: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Recipe(Base):
+    __tablename__ = "recipes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    definition: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Asset(Base):
+    """One source, for one owner; its status is always one of queued, processing or terminal."""
+
+    __tablename__ = "assets"
+    __table_args__ = (UniqueConstraint("owner", "source_uri", name="uq_assets_owner_source"),
+                      Index("ix_assets_status", "status"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    source_uri: Mapped[str] = mapped_column(Text)
+    # Size and mtime/ETag of the source when last taken in: a change means new bytes to take.
+    source_fingerprint: Mapped[str | None] = mapped_column(String(200))
+    recipe_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("recipes.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(100))
+    message: Mapped[str | None] = mapped_column(Text)
+    retryable: Mapped[bool] = mapped_column(Boolean, default=False)
+    sha256: Mapped[str | None] = mapped_column(SHA256, ForeignKey("blobs.sha256"))
+    current_version: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AssetVersion(Base):
+    """A version is an (original bytes, recipe) pair; a new pair makes the next version."""
+
+    __tablename__ = "asset_versions"
+    __table_args__ = (UniqueConstraint("asset_id", "blob_sha256", "recipe_id",
+                                       name="uq_versions_content"),)
+    asset_id: Mapped[str] = mapped_column(String(36), ForeignKey("assets.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_sha256: Mapped[str] = mapped_column(SHA256, ForeignKey("blobs.sha256"))
+    recipe_id: Mapped[str] = mapped_column(String(64), ForeignKey("recipes.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Rendition(Base):
+    """An output, keyed by what made it: (source digest, recipe id, preset)."""
+
+    __tablename__ = "renditions"
+    source_sha256: Mapped[str] = mapped_column(SHA256, ForeignKey("blobs.sha256"), primary_key=True)
+    recipe_id: Mapped[str] = mapped_column(String(64), ForeignKey("recipes.id"), primary_key=True)
+    preset: Mapped[str] = mapped_column(String(100), primary_key=True)
+    output_sha256: Mapped[str] = mapped_column(SHA256, ForeignKey("blobs.sha256"))
+    format: Mapped[str] = mapped_column(String(20))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    quality: Mapped[int | None] = mapped_column(Integer)
+    tool_versions: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StageRun(Base):
+    """One stage of one attempt at one asset: when, where, and how it ended."""
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (UniqueConstraint("asset_id", "stage", "attempt", name="uq_stage_runs_attempt"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    asset_id: Mapped[str] = mapped_column(String(36), ForeignKey("assets.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(40))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float] = mapped_column()
+    worker: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(100))
+    error_class: Mapped[str | None] = mapped_column(String(200))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict | None] = mapped_column(JSON)

@@ -1,0 +1,212 @@
+"""The catalog repository: every write is an idempotent upsert, so any stage can run again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from catalog.db import connect
+from catalog.models import Asset, AssetVersion, Base, Blob, Recipe, Rendition, StageRun
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class AssetRequest:
+    """What the client asks for: this source, for this owner, with this recipe."""
+
+    asset_id: str
+    owner: str
+    source_uri: str
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    asset_id: str
+    stage: str
+    attempt: int
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    worker: str | None = None
+    reason: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    details: dict | None = None
+
+
+@dataclass(frozen=True)
+class RenditionRecord:
+    preset: str
+    output_sha256: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+    quality: int | None
+    media_type: str
+    tool_versions: dict = field(default_factory=dict)
+
+
+class Catalog:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = connect(url)
+
+    # -- generic ------------------------------------------------------------------------------
+
+    def _upsert(self, conn: Connection, table: Table, rows: Sequence[dict],
+                keys: Sequence[str], update_columns: Sequence[str] = ()) -> None:
+        if not rows:
+            return
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(table).values(list(rows))
+        if update_columns:
+            statement = statement.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={c: statement.excluded[c] for c in update_columns})
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+        conn.execute(statement)
+
+    def row_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                    for t in Base.metadata.sorted_tables}
+
+    # -- recipes and assets -------------------------------------------------------------------
+
+    def ensure_recipe(self, recipe_id: str, name: str, definition: dict) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, Recipe.__table__,
+                         [{"id": recipe_id, "name": name, "definition": definition}], ["id"])
+
+    def assets(self, asset_ids: Iterable[str]) -> dict[str, dict]:
+        ids = list(asset_ids)
+        found: dict[str, dict] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(select(Asset.__table__).where(Asset.id.in_(ids[start:start + 500])))
+                found.update({row.id: dict(row._mapping) for row in rows})
+        return found
+
+    def queue(self, requests: Sequence[AssetRequest], recipe_id: str,
+              previous: dict[str, dict]) -> dict[str, int]:
+        """Mark assets queued for a new attempt; return each one's attempt number."""
+        now = utcnow()
+        attempts = {r.asset_id: (previous.get(r.asset_id, {}).get("attempt") or 0) + 1
+                    for r in requests}
+        rows = [{"id": r.asset_id, "owner": r.owner, "source_uri": r.source_uri,
+                 "source_fingerprint": r.fingerprint, "recipe_id": recipe_id,
+                 "status": "queued", "reason": None, "message": None, "retryable": False,
+                 "attempt": attempts[r.asset_id], "updated_at": now} for r in requests]
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 500):
+                self._upsert(conn, Asset.__table__, rows[start:start + 500], ["id"],
+                             ["source_fingerprint", "recipe_id", "status", "reason", "message",
+                              "retryable", "attempt", "updated_at"])
+        return attempts
+
+    def results(self, asset_ids: Sequence[str]) -> list[dict]:
+        """Each asset's public summary, with the renditions of its current version."""
+        found = self.assets(asset_ids)
+        summaries = []
+        for asset_id in asset_ids:
+            asset = found[asset_id]
+            ready = asset["status"] == "ready" and asset["sha256"]
+            renditions = self.renditions(asset["sha256"], asset["recipe_id"]) if ready else []
+            summaries.append(asset_summary(asset, renditions))
+        return summaries
+
+    # -- what the stages write ----------------------------------------------------------------
+
+    def record_stage(self, record: StageRecord) -> None:
+        row = {**record.__dict__,
+               "duration_ms": (record.finished_at - record.started_at).total_seconds() * 1000}
+        with self.engine.begin() as conn:
+            self._upsert(conn, StageRun.__table__, [row], ["asset_id", "stage", "attempt"],
+                         [c for c in row if c not in ("asset_id", "stage", "attempt")])
+
+    def mark_processing(self, asset_id: str, attempt: int) -> None:
+        self._update_asset(asset_id, attempt, status="processing")
+
+    def put_blob(self, sha256: str, size: int, media_type: str, store: str) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, Blob.__table__, [{"sha256": sha256, "size": size,
+                                                 "media_type": media_type, "store": store}],
+                         ["sha256"])
+
+    def renditions(self, source_sha256: str, recipe_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Rendition.__table__)
+                                .where(Rendition.source_sha256 == source_sha256,
+                                       Rendition.recipe_id == recipe_id)
+                                .order_by(Rendition.preset))
+            return [dict(row._mapping) for row in rows]
+
+    def record_ready(self, asset_id: str, attempt: int, source_sha256: str, recipe_id: str,
+                     renditions: Sequence[RenditionRecord], store: str) -> None:
+        """In one transaction: output blobs, renditions, the asset's version, and ``ready``."""
+        with self.engine.begin() as conn:
+            self._upsert(conn, Blob.__table__, [
+                {"sha256": r.output_sha256, "size": r.bytes, "media_type": r.media_type,
+                 "store": store} for r in renditions], ["sha256"])
+            self._upsert(conn, Rendition.__table__, [
+                {"source_sha256": source_sha256, "recipe_id": recipe_id, "preset": r.preset,
+                 "output_sha256": r.output_sha256, "format": r.format, "width": r.width,
+                 "height": r.height, "bytes": r.bytes, "quality": r.quality,
+                 "tool_versions": r.tool_versions} for r in renditions],
+                ["source_sha256", "recipe_id", "preset"])
+            version = self._version(conn, asset_id, source_sha256, recipe_id)
+            self._update_asset(asset_id, attempt, conn=conn, status="ready", sha256=source_sha256,
+                               current_version=version)
+
+    def record_stop(self, asset_id: str, attempt: int, status: str, reason: str, message: str,
+                    retryable: bool, sha256: str | None = None) -> None:
+        self._update_asset(asset_id, attempt, status=status, reason=reason, message=message,
+                           retryable=retryable, sha256=sha256)
+
+    def _version(self, conn: Connection, asset_id: str, blob: str, recipe_id: str) -> int:
+        table = AssetVersion.__table__
+        existing = conn.execute(select(table.c.version).where(
+            table.c.asset_id == asset_id, table.c.blob_sha256 == blob,
+            table.c.recipe_id == recipe_id)).scalar()
+        if existing is not None:
+            return existing
+        latest = conn.execute(select(func.max(table.c.version))
+                              .where(table.c.asset_id == asset_id)).scalar() or 0
+        self._upsert(conn, table, [{"asset_id": asset_id, "version": latest + 1,
+                                    "blob_sha256": blob, "recipe_id": recipe_id}],
+                     ["asset_id", "blob_sha256", "recipe_id"])
+        return latest + 1
+
+    def _update_asset(self, asset_id: str, attempt: int, conn: Connection | None = None,
+                      **values) -> None:
+        # Guarded by attempt: a late task of an older attempt never overwrites a newer one.
+        statement = (update(Asset.__table__)
+                     .where(Asset.id == asset_id, Asset.attempt == attempt)
+                     .values(updated_at=utcnow(), **values))
+        if conn is not None:
+            conn.execute(statement)
+            return
+        with self.engine.begin() as own:
+            own.execute(statement)
+
+
+def asset_summary(asset: dict, renditions: list[dict]) -> dict:
+    """The public shape of one asset's result (what ``--json`` prints)."""
+    return {"id": asset["id"], "source": asset["source_uri"], "owner": asset["owner"],
+            "status": asset["status"], "reason": asset["reason"], "message": asset["message"],
+            "retryable": asset["retryable"], "sha256": asset["sha256"],
+            "version": asset["current_version"],
+            "renditions": [{"preset": r["preset"], "format": r["format"], "width": r["width"],
+                            "height": r["height"], "bytes": r["bytes"],
+                            "sha256": r["output_sha256"]} for r in renditions]}
