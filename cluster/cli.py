@@ -1,0 +1,124 @@
+"""``mediafarm``: ingest, demo and catalog commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from cluster.config import load_settings
+from cluster.sources import SourceError, expand
+from pipelines.recipe import load_recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # Dask narrates every worker start and stop at INFO; users want the results.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    try:
+        return args.run(args)
+    except (SourceError, FileNotFoundError, ValueError) as exc:
+        print(f"mediafarm: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediafarm", description=__doc__)
+    parser.add_argument("--config", help="YAML configuration file (default: $MEDIAFARM_CONFIG)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser("ingest", help="run files, folders or fsspec URLs through the farm")
+    ingest.add_argument("sources", nargs="+", metavar="SRC")
+    ingest.add_argument("--recipe", help="recipe file (YAML or JSON); default: the built-in recipe")
+    ingest.add_argument("--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS, "
+                                            "else a LocalCluster)")
+    ingest.add_argument("--owner", default="default")
+    ingest.add_argument("--force", action="store_true", help="redo assets that are already finished")
+    ingest.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    ingest.set_defaults(run=_ingest)
+
+    demo = commands.add_parser("demo", help="generate a sample set, start clamd, ingest, show results")
+    demo.add_argument("--signatures", default="tests/signatures",
+                      help="clamd signature database folder for the demo's own clamd")
+    demo.set_defaults(run=_demo)
+
+    db = commands.add_parser("db", help="catalog maintenance")
+    db_commands = db.add_subparsers(required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="apply catalog migrations").set_defaults(run=_db_upgrade)
+    return parser
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from cluster.farm import Farm
+
+    settings = load_settings(config_file=args.config)
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    requests = expand(args.sources, args.owner)  # bad paths fail before a cluster starts
+    with Farm(settings, scheduler_address=args.scheduler) as farm:
+        if farm.dashboard_link:
+            print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
+        batch = farm.submit(requests, recipe, force=args.force)
+        results = batch.wait(progress=_progress_printer())
+    totals = Counter(r["status"] for r in results)
+    if args.json:
+        json.dump({"assets": results, "totals": dict(totals)}, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print_table(results)
+    return 0 if totals.get("failed", 0) == 0 else 1
+
+
+def _progress_printer():
+    interactive = sys.stderr.isatty()
+
+    def show(done: int, total: int, counts: Counter) -> None:
+        summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        line = f"[{done}/{total}] {summary}"
+        if interactive:
+            print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        elif done == total or done % 50 == 0:
+            print(line, file=sys.stderr)
+    return show
+
+
+def print_table(results: list[dict], out=sys.stdout) -> None:
+    rows = [("SOURCE", "STATUS", "REASON", "RENDITIONS")]
+    for r in results:
+        renditions = ", ".join(f"{x['preset']} {x['width']}x{x['height']} {x['bytes'] / 1024:.1f}KiB"
+                               for x in r["renditions"])
+        reason = r["reason"] or ""
+        if r["message"] and r["status"] != "ready":
+            reason = f"{reason}: {r['message']}"
+        rows.append((Path(r["source"]).name, r["status"], reason[:70], renditions))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3],
+              file=out)
+    totals = Counter(r["status"] for r in results)
+    print(f"\n{len(results)} assets: " + ", ".join(f"{v} {k}" for k, v in sorted(totals.items())),
+          file=out)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cluster.demo import run_demo
+
+    return run_demo(load_settings(config_file=args.config), Path(args.signatures))
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from catalog import upgrade
+
+    settings = load_settings(config_file=args.config)
+    upgrade(settings.catalog_url)
+    print(f"catalog at {settings.catalog_url} is up to date", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Configuration from ``MEDIAFARM_*`` environment variables, over an optional YAML file.
+
+Defaults give the embedded set-up: a SQLite catalog and local stores under
+``./mediafarm-data``, clamd on its standard port, and a LocalCluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+STORE_NAMES = ("originals", "renditions", "quarantine", "buffer")
+DEFAULT_CLAMD_URL = "tcp://127.0.0.1:3310"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str
+    options: dict = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str
+    catalog_url: str
+    clamd_url: str
+    stores: dict[str, StoreConfig] = field(hash=False)
+    scheduler_address: str | None = None
+
+    def key(self) -> str:
+        """A stable string naming this configuration, for per-process caches."""
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  config_file: str | Path | None = None) -> Settings:
+    """Read settings: environment variables win over the YAML file, which wins over defaults."""
+    env = os.environ if environ is None else environ
+    path = config_file or env.get("MEDIAFARM_CONFIG")
+    file_values = _read_yaml(Path(path)) if path else {}
+
+    def pick(name: str, default: str | None) -> str | None:
+        return env.get(f"MEDIAFARM_{name.upper()}") or file_values.get(name) or default
+
+    data_dir = Path(pick("data_dir", "mediafarm-data")).expanduser().absolute()
+    stores = {}
+    file_stores = file_values.get("stores") or {}
+    for name in STORE_NAMES:
+        from_file = file_stores.get(name) or {}
+        url = (env.get(f"MEDIAFARM_STORE_{name.upper()}_URL") or from_file.get("url")
+               or (data_dir / "stores" / name).as_uri())
+        options_text = env.get(f"MEDIAFARM_STORE_{name.upper()}_OPTIONS")
+        options = json.loads(options_text) if options_text else dict(from_file.get("options") or {})
+        stores[name] = StoreConfig(url, options)
+    return Settings(
+        data_dir=str(data_dir),
+        catalog_url=pick("catalog_url", f"sqlite:///{data_dir / 'catalog.sqlite'}"),
+        clamd_url=pick("clamd_url", DEFAULT_CLAMD_URL),
+        stores=stores,
+        scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or file_values.get("scheduler_address"),
+    )
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"configuration file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    section = data.get("mediafarm", data)
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: expected a mapping under 'mediafarm:'")
+    return section

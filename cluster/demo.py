@@ -1,0 +1,35 @@
+"""``mediafarm demo``: the main job on the embedded default, from nothing to a result table."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from cluster.config import Settings
+from cluster.local_clamd import start_clamd
+from cluster.samples import write_samples
+
+
+def run_demo(settings: Settings, signatures: Path) -> int:
+    from cluster.cli import print_table
+    from cluster.farm import Farm
+
+    data_dir = Path(settings.data_dir)
+    samples = write_samples(data_dir / "samples")
+    print(f"Generated {len(samples)} sample files in {data_dir / 'samples'}", file=sys.stderr)
+    clamd = start_clamd(signatures, data_dir / "clamd")
+    print(f"Started clamd at {clamd.url} with the signatures in {signatures}", file=sys.stderr)
+    try:
+        settings = dataclasses.replace(settings, clamd_url=clamd.url)
+        with Farm(settings) as farm:
+            print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
+            results = farm.ingest([str(p) for p in samples], force=True).wait()
+    finally:
+        clamd.stop()
+    print_table(results)
+    print(f"\nCatalog: {settings.catalog_url}\nRenditions: {settings.stores['renditions'].url}")
+    expected = {"invoice.pdf.exe": "rejected", "truncated.jpg": "rejected"}
+    wrong = [r for r in results
+             if r["status"] != expected.get(Path(r["source"]).name, "ready")]
+    return 1 if wrong else 0

@@ -1,0 +1,144 @@
+"""The Farm: submit assets to a Dask cluster and follow them through the catalog."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from distributed import Client, Future, LocalCluster, as_completed
+
+from catalog import Catalog, upgrade
+from catalog.repository import AssetRequest
+from cluster import sources
+from cluster.config import Settings, load_settings
+from cluster.graph import plan_asset, submit_plan
+from cluster.stores import Store, open_stores
+from cluster.tasks import Job
+from pipelines.recipe import DEFAULT_RECIPE, Recipe
+from pipelines.vips import tool_versions
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, Counter], None]
+
+
+class Farm:
+    """Start or join a Dask cluster and run the per-asset graph on it.
+
+    With no scheduler address (argument, ``DASK_SCHEDULER_ADDRESS`` or config)
+    the farm starts a LocalCluster with one single-threaded worker process per core.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, client: Client | None = None,
+                 scheduler_address: str | None = None, n_workers: int | None = None) -> None:
+        self.settings = settings or load_settings()
+        upgrade(self.settings.catalog_url)
+        self.catalog = Catalog(self.settings.catalog_url)
+        self._cluster: LocalCluster | None = None
+        address = scheduler_address or self.settings.scheduler_address
+        if client is not None:
+            self.client, self._owns_client = client, False
+        elif address:
+            self.client, self._owns_client = Client(address), True
+        else:
+            # libvips threads would fight the one-process-per-core layout; keep each worker at one.
+            self._cluster = LocalCluster(
+                n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                processes=True, dashboard_address=":0", env={"VIPS_CONCURRENCY": "1"})
+            self.client, self._owns_client = Client(self._cluster), True
+        self._stores: dict[str, Store] | None = None
+
+    @property
+    def stores(self) -> dict[str, Store]:
+        if self._stores is None:
+            self._stores = open_stores(self.settings)
+        return self._stores
+
+    @property
+    def dashboard_link(self) -> str | None:
+        return self.client.dashboard_link
+
+    def ingest(self, sources_: Iterable[str], recipe: Recipe | None = None, *,
+               owner: str = "default", force: bool = False) -> "Batch":
+        """Submit every file named by ``sources_``; unchanged, finished assets are not redone."""
+        return self.submit(sources.expand(sources_, owner), recipe, force=force)
+
+    def submit(self, requests: list[AssetRequest], recipe: Recipe | None = None, *,
+               force: bool = False) -> "Batch":
+        """Submit expanded requests (see ``cluster.sources.expand``)."""
+        recipe = (recipe or DEFAULT_RECIPE).with_tools(tool_versions())
+        self.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
+        previous = self.catalog.assets(r.asset_id for r in requests)
+        todo = [r for r in requests
+                if force or not _unchanged(previous.get(r.asset_id), r, recipe.id)]
+        attempts = self.catalog.queue(todo, recipe.id, previous)
+        batch = uuid.uuid4().hex[:8]
+        futures = {}
+        for request in todo:
+            job = Job(request.asset_id, attempts[request.asset_id], request.source_uri,
+                      recipe, self.settings)
+            futures[request.asset_id] = submit_plan(
+                self.client, plan_asset(request.asset_id, job.attempt, batch), job)
+        log.info("submitted %d of %d assets (%d unchanged)", len(todo), len(requests),
+                 len(requests) - len(todo))
+        return Batch(self, [r.asset_id for r in requests], futures, attempts)
+
+    def results(self, asset_ids: list[str]) -> list[dict]:
+        summaries = self.catalog.results(asset_ids)
+        renditions = self.stores["renditions"]
+        for summary in summaries:
+            for rendition in summary["renditions"]:
+                rendition["url"] = renditions.url_for(rendition["sha256"])
+        return summaries
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> "Farm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class Batch:
+    farm: Farm
+    asset_ids: list[str]
+    futures: dict[str, Future]
+    attempts: dict[str, int]
+
+    def wait(self, progress: Progress | None = None) -> list[dict]:
+        """Wait for every asset to end; returns their summaries in the order submitted."""
+        counts: Counter = Counter()
+        total, done = len(self.asset_ids), len(self.asset_ids) - len(self.futures)
+        if progress:
+            progress(done, total, counts)
+        by_future = {future.key: asset_id for asset_id, future in self.futures.items()}
+        for future in as_completed(list(self.futures.values())):
+            asset_id = by_future[future.key]
+            try:
+                counts[future.result()["status"]] += 1
+            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the asset still ends
+                counts["failed"] += 1
+                self.farm.catalog.record_stop(
+                    asset_id, self.attempts[asset_id], "failed", "worker_lost",
+                    f"the task could not complete on the cluster: {type(exc).__name__}: {exc}",
+                    retryable=True)
+            done += 1
+            if progress:
+                progress(done, total, counts)
+        return self.farm.results(self.asset_ids)
+
+
+def _unchanged(previous: dict | None, request: AssetRequest, recipe_id: str) -> bool:
+    return bool(previous and previous["status"] in ("ready", "rejected")
+                and request.fingerprint and previous["source_fingerprint"] == request.fingerprint
+                and previous["recipe_id"] == recipe_id)

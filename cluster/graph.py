@@ -1,0 +1,41 @@
+"""The per-asset graph as data: planning is pure, submitting is the only IO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distributed import Client, Future
+
+from cluster.tasks import TASKS, Job
+
+STAGES = ("scan", "validate", "hash", "resize", "convert", "compress", "record")
+
+# Interactive work runs ahead of bulk partitions (higher numbers go first).
+INTERACTIVE_PRIORITY = 10
+
+
+@dataclass(frozen=True)
+class StageCall:
+    stage: str
+    key: str
+    after: str | None  # the key whose result this stage consumes
+
+
+def plan_asset(asset_id: str, attempt: int, batch: str) -> list[StageCall]:
+    """The seven stage calls of one asset, each consuming the one before."""
+    calls: list[StageCall] = []
+    for stage in STAGES:
+        key = f"{stage}-{asset_id}-{attempt}-{batch}"
+        calls.append(StageCall(stage, key, calls[-1].key if calls else None))
+    return calls
+
+
+def submit_plan(client: Client, plan: list[StageCall], job: Job,
+                priority: int = INTERACTIVE_PRIORITY) -> Future:
+    """Submit one asset's plan; returns the future of its last stage."""
+    futures: dict[str, Future] = {}
+    for call in plan:
+        args = (job,) if call.after is None else (job, futures[call.after])
+        futures[call.key] = client.submit(TASKS[call.stage], *args, key=call.key,
+                                          priority=priority, pure=False)
+    return futures[plan[-1].key]

@@ -1,0 +1,45 @@
+"""Per-process handles that workers reuse across tasks: catalog, stores, scanner."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+
+from catalog.repository import Catalog
+from cluster.config import Settings
+from cluster.stores import Store, open_stores
+from pipelines.upload.scan import ClamdScanner
+
+_stores: dict[str, dict[str, Store]] = {}
+
+
+def catalog(settings: Settings) -> Catalog:
+    return _catalog(settings.catalog_url)
+
+
+@cache
+def _catalog(url: str) -> Catalog:
+    return Catalog(url)
+
+
+def stores(settings: Settings) -> dict[str, Store]:
+    key = settings.key()
+    if key not in _stores:
+        _stores[key] = open_stores(settings)
+    return _stores[key]
+
+
+@cache
+def scanner(url: str) -> ClamdScanner:
+    return ClamdScanner(url)
+
+
+def worker_name() -> str:
+    """The Dask worker's address when running in one, else host:pid."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except ValueError:
+        return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,85 @@
+"""Named content-addressed stores over fsspec: local folders, memory, S3 and Cloudflare R2.
+
+Objects live at ``<root>/sha256/ab/cd/<digest>``. Writes are put-if-absent and
+never visible half-written: object stores publish a PUT only when it completes,
+and local files are written beside their key and renamed into place.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlparse
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from cluster.config import Settings, StoreConfig
+
+
+class Store:
+    def __init__(self, name: str, config: StoreConfig) -> None:
+        self.name = name
+        self.url = config.url.rstrip("/")
+        protocol, options, path = _resolve(config)
+        self.fs: fsspec.AbstractFileSystem = fsspec.filesystem(protocol, **options)
+        self.root = path.rstrip("/")
+
+    def key(self, digest: str) -> str:
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"{digest!r} is not a lowercase hex SHA-256 digest")
+        return f"{self.root}/sha256/{digest[:2]}/{digest[2:4]}/{digest}"
+
+    def url_for(self, digest: str) -> str:
+        """The object's URL in the store's own scheme (``file://``, ``s3://``, ``r2://``)."""
+        return f"{self.url}/sha256/{digest[:2]}/{digest[2:4]}/{digest}"
+
+    def exists(self, digest: str) -> bool:
+        return self.fs.exists(self.key(digest))
+
+    def put(self, digest: str, data: bytes) -> bool:
+        """Store ``data`` under ``digest`` unless it is there already; True if written now."""
+        key = self.key(digest)
+        if self.fs.exists(key):
+            return False
+        if isinstance(self.fs, LocalFileSystem):
+            self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+            partial = f"{key}.partial-{uuid.uuid4().hex}"
+            self.fs.pipe_file(partial, data)
+            self.fs.mv(partial, key)  # a rename on one filesystem: atomic
+        else:
+            self.fs.pipe_file(key, data)
+        return True
+
+    def get(self, digest: str) -> bytes:
+        return self.fs.cat_file(self.key(digest))
+
+    def digests(self) -> list[str]:
+        """Every digest stored; for tests and audits, not for hot paths."""
+        base = f"{self.root}/sha256"
+        if not self.fs.exists(base):
+            return []
+        return sorted(p.rsplit("/", 1)[-1] for p in self.fs.find(base) if ".partial-" not in p)
+
+
+def _resolve(config: StoreConfig) -> tuple[str, dict, str]:
+    """(fsspec protocol, storage options, path) for a store URL; ``r2://`` is S3 at Cloudflare."""
+    parsed = urlparse(config.url)
+    options = dict(config.options)
+    if parsed.scheme == "r2":
+        account = options.pop("account_id", None)
+        client_kwargs = dict(options.pop("client_kwargs", {}))
+        endpoint = options.pop("endpoint_url", None) or (
+            account and f"https://{account}.r2.cloudflarestorage.com")
+        if not endpoint:
+            raise ValueError(f"store {config.url}: an r2:// store needs 'account_id' or 'endpoint_url'")
+        client_kwargs.setdefault("endpoint_url", endpoint)
+        client_kwargs.setdefault("region_name", "auto")
+        return "s3", {**options, "client_kwargs": client_kwargs}, parsed.netloc + parsed.path
+    if parsed.scheme in ("", "file", "local"):
+        return "file", options, parsed.path or config.url
+    protocol = parsed.scheme
+    return protocol, options, parsed.netloc + parsed.path
+
+
+def open_stores(settings: Settings) -> dict[str, Store]:
+    return {name: Store(name, config) for name, config in settings.stores.items()}

@@ -1,0 +1,210 @@
+"""The per-asset stage tasks that run on Dask workers: IO around the pure stages.
+
+Each task takes the asset's ``Job`` and what the stage before it handed on
+(a ``Carry``), runs its stage, writes a ``stage_runs`` row, and hands on a new
+Carry. A stage that stops the asset puts a ``Stop`` in the Carry; the later
+tasks pass it through and ``record`` writes the terminal status. Tasks never
+raise for a bad file, so one asset cannot take a worker or its neighbours down.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import fsspec
+
+from catalog.repository import RenditionRecord, StageRecord, utcnow
+from cluster import runtime
+from cluster.config import Settings
+from pipelines.optimize.compress import Encoded, compress
+from pipelines.outcome import Failed, Rejected, StageStop, Status, Stop
+from pipelines.raster import Raster
+from pipelines.recipe import Recipe
+from pipelines.transform.convert import to_srgb
+from pipelines.transform.resize import resize
+from pipelines.upload.hashing import sha256_hex
+from pipelines.upload.scan import scan
+from pipelines.upload.validate import Limits, Validated, validate
+from pipelines.vips import tool_versions
+
+
+@dataclass(frozen=True)
+class Job:
+    asset_id: str
+    attempt: int
+    source_uri: str
+    recipe: Recipe
+    settings: Settings
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class Carry:
+    data: bytes | None = None
+    validated: Validated | None = None
+    sha256: str | None = None
+    reused: tuple[dict, ...] = ()
+    rasters: tuple[Raster, ...] = ()
+    encoded: tuple[Encoded, ...] = ()
+    stop: Stop | None = None
+    details: dict = field(default_factory=dict)
+
+
+def _run(stage: str, job: Job, carry: Carry, body: Callable[[], Carry]) -> Carry:
+    """Run one stage's body, record how it went, and turn any error into a Stop."""
+    if carry.stop is not None:
+        return carry
+    started = utcnow()
+    status, stop, error = "ok", None, None
+    try:
+        result = body()
+        if result.details.get("skipped"):
+            status = "skipped"
+    except StageStop as exc:
+        stop, error = Stop.from_error(stage, exc), exc
+    except Exception as exc:  # noqa: BLE001 - a bug or an outage must not cost the worker
+        error = exc
+        stop = Stop(stage, Status.FAILED, "internal_error",
+                    f"{type(exc).__name__}: {exc}", retryable=True)
+    if stop is not None:
+        result = replace(carry, data=None, rasters=(), encoded=(), stop=stop,
+                         details=getattr(error, "details", {}))
+        status = stop.status.value
+    runtime.catalog(job.settings).record_stage(StageRecord(
+        asset_id=job.asset_id, stage=stage, attempt=job.attempt, status=status,
+        started_at=started, finished_at=utcnow(), worker=runtime.worker_name(),
+        reason=stop.reason if stop else None,
+        error_class=type(error).__name__ if error else None,
+        error_message=_error_text(error) if error else None,
+        details=result.details or None))
+    return replace(result, details={})
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, StageStop):
+        return error.message
+    return "".join(traceback.format_exception_only(error)).strip()
+
+
+def scan_task(job: Job) -> Carry:
+    def body() -> Carry:
+        runtime.catalog(job.settings).mark_processing(job.asset_id, job.attempt)
+        data = _read_source(job.source_uri, job.limits.max_bytes)
+        try:
+            verdict = scan(data, runtime.scanner(job.settings.clamd_url))
+        except Rejected as exc:
+            if exc.reason == "infected":
+                # Infected bytes are kept for inspection, in quarantine only, never decoded.
+                digest = sha256_hex(data)
+                runtime.stores(job.settings)["quarantine"].put(digest, data)
+                exc.details["quarantine_sha256"] = digest
+            raise
+        return Carry(data=data, details=verdict.as_details())
+    return _run("scan", job, Carry(), body)
+
+
+def validate_task(job: Job, carry: Carry) -> Carry:
+    def body() -> Carry:
+        validated = validate(carry.data, job.limits)
+        return replace(carry, validated=validated, details={
+            "format": validated.format, "width": validated.width, "height": validated.height})
+    return _run("validate", job, carry, body)
+
+
+def hash_task(job: Job, carry: Carry) -> Carry:
+    def body() -> Carry:
+        digest = sha256_hex(carry.data)
+        catalog = runtime.catalog(job.settings)
+        created = runtime.stores(job.settings)["originals"].put(digest, carry.data)
+        catalog.put_blob(digest, len(carry.data), carry.validated.media_type, "originals")
+        existing = catalog.renditions(digest, job.recipe.id)
+        # The same bytes with the same recipe were rendered before: reuse, do not decode.
+        reused = tuple(existing) if {r["preset"] for r in existing} == {
+            p.name for p in job.recipe.presets} else ()
+        return replace(carry, sha256=digest, reused=reused,
+                       details={"sha256": digest, "stored": created, "deduplicated": bool(reused)})
+    return _run("hash", job, carry, body)
+
+
+def resize_task(job: Job, carry: Carry) -> Carry:
+    def body() -> Carry:
+        if carry.reused:
+            return replace(carry, details={"skipped": "deduplicated"})
+        rasters = tuple(resize(carry.data, job.recipe.presets))
+        return replace(carry, data=None, rasters=rasters,
+                       details={r.preset: [r.width, r.height] for r in rasters})
+    return _run("resize", job, carry, body)
+
+
+def convert_task(job: Job, carry: Carry) -> Carry:
+    def body() -> Carry:
+        if carry.reused:
+            return replace(carry, details={"skipped": "deduplicated"})
+        return replace(carry, rasters=tuple(to_srgb(r) for r in carry.rasters))
+    return _run("convert", job, carry, body)
+
+
+def compress_task(job: Job, carry: Carry) -> Carry:
+    def body() -> Carry:
+        if carry.reused:
+            return replace(carry, details={"skipped": "deduplicated"})
+        presets = {p.name: p for p in job.recipe.presets}
+        encoded = tuple(compress(r, presets[r.preset]) for r in carry.rasters)
+        return replace(carry, rasters=(), encoded=encoded,
+                       details={e.preset: len(e.data) for e in encoded})
+    return _run("compress", job, carry, body)
+
+
+def record_task(job: Job, carry: Carry) -> dict:
+    """Write the asset's terminal state; returns a small summary for the client."""
+    catalog = runtime.catalog(job.settings)
+    stop = carry.stop
+    if stop is None:
+        def body() -> Carry:
+            renditions = _publish(job, carry)
+            catalog.record_ready(job.asset_id, job.attempt, carry.sha256, job.recipe.id,
+                                 renditions, "renditions")
+            return replace(carry, encoded=(), details={"renditions": len(renditions)})
+        stop = _run("record", job, carry, body).stop
+    if stop is not None:
+        catalog.record_stop(job.asset_id, job.attempt, stop.status.value, stop.reason,
+                            stop.message, stop.retryable, sha256=carry.sha256)
+    return {"asset_id": job.asset_id, "status": stop.status.value if stop else "ready",
+            "reason": stop.reason if stop else None}
+
+
+def _publish(job: Job, carry: Carry) -> list[RenditionRecord]:
+    if carry.reused:
+        return [RenditionRecord(r["preset"], r["output_sha256"], r["format"], r["width"],
+                                r["height"], r["bytes"], r["quality"], f"image/{r['format']}",
+                                r["tool_versions"]) for r in carry.reused]
+    store = runtime.stores(job.settings)["renditions"]
+    records = []
+    for encoded in carry.encoded:
+        digest = sha256_hex(encoded.data)
+        store.put(digest, encoded.data)
+        records.append(RenditionRecord(encoded.preset, digest, encoded.format, encoded.width,
+                                       encoded.height, len(encoded.data), encoded.quality,
+                                       encoded.media_type, tool_versions()))
+    return records
+
+
+def _read_source(uri: str, max_bytes: int) -> bytes:
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise Rejected("too_large", f"the file is larger than the {max_bytes}-byte limit")
+        return data
+    except FileNotFoundError as exc:
+        raise Failed("source_missing", f"the source {uri} no longer exists") from exc
+    except OSError as exc:
+        raise Failed("storage_unavailable", f"reading {uri} failed: {exc}", retryable=True) from exc
+
+
+TASKS: dict[str, Callable] = {
+    "scan": scan_task, "validate": validate_task, "hash": hash_task, "resize": resize_task,
+    "convert": convert_task, "compress": compress_task, "record": record_task,
+}
