@@ -1,0 +1,72 @@
+"""Real services for the whole suite: PostgreSQL, clamd and S3-compatible endpoints on loopback."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from catalog import upgrade
+from cluster.config import STORE_NAMES, Settings, StoreConfig
+from cluster.local_clamd import LocalClamd, start_clamd
+from tests.services.postgres import scratch_database, server_url
+from tests.services.s3 import MotoEndpoint, make_bucket, start_moto
+
+SIGNATURES = Path(__file__).parent / "signatures"
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory) -> LocalClamd:
+    daemon = start_clamd(SIGNATURES, tmp_path_factory.mktemp("clamd"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    with server_url() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, migrated PostgreSQL database for one test, dropped afterwards."""
+    with scratch_database(pg_server) as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request) -> str:
+    """Each catalog test runs on the embedded default and on PostgreSQL."""
+    return request.getfixturevalue(f"{'pg' if request.param == 'postgresql' else 'sqlite'}_url")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> MotoEndpoint:
+    endpoint = start_moto()
+    yield endpoint
+    endpoint.stop()
+
+
+def s3_store(endpoint: MotoEndpoint, prefix: str) -> StoreConfig:
+    bucket = f"mf-{uuid.uuid4().hex[:12]}"
+    make_bucket(endpoint.url, bucket)
+    return StoreConfig(f"s3://{bucket}/{prefix}", {
+        "key": "testing", "secret": "testing", "skip_instance_cache": True,
+        "client_kwargs": {"endpoint_url": endpoint.url, "region_name": "us-east-1"}})
+
+
+def make_settings(data_dir: Path, catalog_url: str, clamd_url: str,
+                  stores: dict[str, StoreConfig] | None = None) -> Settings:
+    local = {name: StoreConfig((data_dir / "stores" / name).as_uri()) for name in STORE_NAMES}
+    return Settings(data_dir=str(data_dir), catalog_url=catalog_url, clamd_url=clamd_url,
+                    stores={**local, **(stores or {})})

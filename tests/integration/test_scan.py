@@ -1,0 +1,67 @@
+"""The scan stage against a real clamd: verdicts, limits, and failing closed."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from cluster.local_clamd import start_clamd
+from cluster.samples import EICAR
+from pipelines.outcome import Failed, Rejected
+from pipelines.upload.scan import CHUNK, ClamdScanner, scan
+from tests.conftest import SIGNATURES
+
+MARKER = b"MEDIAFARM-TEST-MALWARE-MARKER"
+
+
+def test_clean_bytes_pass_with_engine_version_recorded(clamd):
+    verdict = scan(b"an ordinary file", ClamdScanner(clamd.url))
+    assert verdict.clean and verdict.signature is None
+    assert verdict.engine.startswith("ClamAV ")
+    assert verdict.signatures_version  # "custom" for the project's own database
+
+
+def test_eicar_is_rejected_as_infected_with_its_signature(clamd):
+    with pytest.raises(Rejected) as caught:
+        scan(EICAR, ClamdScanner(clamd.url))
+    assert caught.value.reason == "infected"
+    assert caught.value.details["signature"].startswith("Eicar-Test-Signature")
+
+
+def test_project_signature_is_found_past_the_first_chunk(clamd):
+    data = os.urandom(3 * CHUNK) + MARKER + os.urandom(1000)
+    with pytest.raises(Rejected) as caught:
+        scan(data, ClamdScanner(clamd.url))
+    assert caught.value.details["signature"].startswith("Mediafarm.Test.Marker-1")
+
+
+def test_large_clean_stream_is_sent_whole(clamd):
+    assert scan(os.urandom(8 * CHUNK + 17), ClamdScanner(clamd.url)).clean
+
+
+def test_unreachable_scanner_fails_closed_and_retryable():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the socket closes
+    with pytest.raises(Failed) as caught:
+        scan(b"anything", ClamdScanner(f"tcp://127.0.0.1:{port}", timeout=2))
+    assert caught.value.reason == "scanner_unavailable"
+    assert caught.value.retryable
+
+
+@pytest.mark.slow
+def test_stream_over_clamd_limit_is_rejected_not_passed(tmp_path):
+    small = start_clamd(SIGNATURES, tmp_path, stream_max_length="1M")
+    try:
+        with pytest.raises(Rejected) as caught:
+            scan(os.urandom(3 * 1024 * 1024), ClamdScanner(small.url))
+        assert caught.value.reason == "scan_limit_exceeded"
+    finally:
+        small.stop()
+
+
+def test_bad_scanner_url_is_a_clear_error():
+    with pytest.raises(ValueError, match="tcp://HOST:PORT"):
+        ClamdScanner("http://localhost:3310")

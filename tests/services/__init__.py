@@ -1,0 +1,1 @@
+"""Real backing services (PostgreSQL, S3, clamd) started for tests."""
