@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +24,10 @@ def asset_id(owner: str, source_uri: str) -> str:
 
 
 def expand(sources: Iterable[str], owner: str = "default") -> list[AssetRequest]:
-    """One request per file, in a stable order; folders are walked, hidden files skipped."""
+    """One request per file, in a stable order; folders are walked, hidden files skipped.
+
+    A source is a local path, a folder, a glob (``photos/*.jpg``) or an fsspec URL.
+    """
     found: dict[str, str | None] = {}
     for source in sources:
         for uri, info in _expand_one(source):
@@ -35,9 +39,9 @@ def expand(sources: Iterable[str], owner: str = "default") -> list[AssetRequest]
 def _expand_one(source: str) -> list[tuple[str, dict]]:
     if "://" not in source:
         path = Path(source).expanduser()
-        if not path.exists():
+        if not path.exists() and not glob.has_magic(source):
             raise SourceError(f"{source}: no such file or directory")
-        source = path.absolute().as_uri()
+        source = str(path.absolute())  # a plain path: fsspec does not unquote file:// URLs
     fs, _, paths = fsspec.get_fs_token_paths(source)
     if not paths:
         raise SourceError(f"{source}: nothing matches")

@@ -7,8 +7,9 @@ and local files are written beside their key and renamed into place.
 
 from __future__ import annotations
 
+import os
 import uuid
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -31,24 +32,33 @@ class Store:
 
     def url_for(self, digest: str) -> str:
         """The object's URL in the store's own scheme (``file://``, ``s3://``, ``r2://``)."""
-        return f"{self.url}/sha256/{digest[:2]}/{digest[2:4]}/{digest}"
+        return self.url + self.key(digest)[len(self.root):]
 
     def exists(self, digest: str) -> bool:
         return self.fs.exists(self.key(digest))
 
     def put(self, digest: str, data: bytes) -> bool:
-        """Store ``data`` under ``digest`` unless it is there already; True if written now."""
+        """Store ``data`` under ``digest`` unless it is there already; True if written now.
+
+        Two writers racing on one digest write the same bytes, so either may win; on
+        local folders exactly one reports True, on object stores both may.
+        """
         key = self.key(digest)
         if self.fs.exists(key):
             return False
-        if isinstance(self.fs, LocalFileSystem):
-            self.fs.makedirs(self.fs._parent(key), exist_ok=True)
-            partial = f"{key}.partial-{uuid.uuid4().hex}"
-            self.fs.pipe_file(partial, data)
-            self.fs.mv(partial, key)  # a rename on one filesystem: atomic
-        else:
+        if not isinstance(self.fs, LocalFileSystem):
             self.fs.pipe_file(key, data)
-        return True
+            return True
+        self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+        partial = f"{key}.partial-{uuid.uuid4().hex}"
+        self.fs.pipe_file(partial, data)
+        try:
+            os.link(partial, key)  # atomic, and fails if the key exists: put-if-absent
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(partial)
 
     def get(self, digest: str) -> bytes:
         return self.fs.cat_file(self.key(digest))
@@ -76,7 +86,7 @@ def _resolve(config: StoreConfig) -> tuple[str, dict, str]:
         client_kwargs.setdefault("region_name", "auto")
         return "s3", {**options, "client_kwargs": client_kwargs}, parsed.netloc + parsed.path
     if parsed.scheme in ("", "file", "local"):
-        return "file", options, parsed.path or config.url
+        return "file", options, unquote(parsed.path) if parsed.scheme == "file" else config.url
     protocol = parsed.scheme
     return protocol, options, parsed.netloc + parsed.path
 

@@ -1,0 +1,156 @@
+"""One contract, four backends: local files, memory, S3 and R2 (both real moto servers over HTTP)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+
+import pytest
+
+from cluster.config import StoreConfig
+from cluster.stores import Store
+from tests.services.s3 import DUMMY_KEY, DUMMY_SECRET, REGION, make_bucket
+
+CREDENTIALS = {"key": DUMMY_KEY, "secret": DUMMY_SECRET, "skip_instance_cache": True}
+
+
+def blob(text: str) -> tuple[str, bytes]:
+    data = text.encode()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def fresh_bucket(endpoint_url: str) -> str:
+    bucket = f"contract-{uuid.uuid4().hex[:12]}"
+    make_bucket(endpoint_url, bucket)
+    return bucket
+
+
+@pytest.fixture(params=["file", "memory", "s3", "r2"])
+def store(request, tmp_path) -> Store:
+    if request.param == "file":
+        config = StoreConfig(tmp_path.as_uri())
+    elif request.param == "memory":
+        config = StoreConfig(f"memory://contract-{uuid.uuid4().hex}")
+    elif request.param == "s3":
+        url = request.getfixturevalue("s3_endpoint").url
+        config = StoreConfig(f"s3://{fresh_bucket(url)}/prefix", {
+            **CREDENTIALS, "client_kwargs": {"endpoint_url": url, "region_name": REGION}})
+    else:
+        url = request.getfixturevalue("r2_endpoint").url
+        config = StoreConfig(f"r2://{fresh_bucket(url)}/prefix", {**CREDENTIALS, "endpoint_url": url})
+    return Store("renditions", config)
+
+
+def test_put_then_get_round_trips(store):
+    digest, data = blob("round trip")
+    store.put(digest, data)
+    assert store.get(digest) == data
+
+
+def test_put_is_put_if_absent(store):
+    digest, data = blob("once")
+    assert store.put(digest, data) is True
+    assert store.put(digest, b"other bytes under the same digest") is False
+    assert store.get(digest) == data
+
+
+def test_objects_live_at_sha256_ab_cd_digest(store):
+    digest, data = blob("layout")
+    store.put(digest, data)
+    layout = f"sha256/{digest[:2]}/{digest[2:4]}/{digest}"
+    assert store.fs.cat_file(f"{store.root}/{layout}") == data
+    assert store.url_for(digest).startswith(store.url)
+    assert store.url_for(digest).endswith(layout)
+
+
+def test_exists_tells_stored_from_absent(store):
+    digest, data = blob("exists")
+    other, _ = blob("never stored")
+    store.put(digest, data)
+    assert store.exists(digest)
+    assert not store.exists(other)
+
+
+@pytest.mark.parametrize("bad", [
+    hashlib.sha256(b"x").hexdigest().upper(),
+    hashlib.sha256(b"x").hexdigest()[:63],
+    hashlib.sha256(b"x").hexdigest() + "0",
+    "../" + hashlib.sha256(b"x").hexdigest()[3:],
+])
+def test_bad_digest_is_refused(store, bad):
+    for operation in (store.exists, store.get, lambda d: store.put(d, b"x")):
+        with pytest.raises(ValueError):
+            operation(bad)
+
+
+def test_digests_lists_exactly_what_was_put(store):
+    assert store.digests() == []
+    put = [blob(f"item {i}") for i in range(3)]
+    for digest, data in put:
+        store.put(digest, data)
+    assert store.digests() == sorted(digest for digest, _ in put)
+
+
+def test_large_object_round_trips(store):
+    data = bytes(range(256)) * (5 * 4096) + b"!"  # 5 MiB + 1
+    digest = hashlib.sha256(data).hexdigest()
+    assert store.put(digest, data)
+    assert store.get(digest) == data
+
+
+def test_file_store_leaves_no_partial_files(tmp_path):
+    store = Store("renditions", StoreConfig(tmp_path.as_uri()))
+    for i in range(5):
+        store.put(*blob(f"item {i}"))
+        store.put(*blob(f"item {i}"))
+    assert len(store.digests()) == 5
+    assert [p for p in tmp_path.rglob("*") if ".partial-" in p.name] == []
+
+
+def test_file_store_concurrent_writers_leave_one_intact_object(tmp_path):
+    store = Store("renditions", StoreConfig(tmp_path.as_uri()))
+    data = bytes(range(256)) * 8192  # 2 MiB: long enough for the writes to overlap
+    digest = hashlib.sha256(data).hexdigest()
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+    written: list[bool] = []
+
+    def write() -> None:
+        start.wait()
+        try:
+            written.append(store.put(digest, data))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(written) == [False, True]  # exactly one writer created the object
+    assert store.digests() == [digest]
+    assert hashlib.sha256(store.get(digest)).hexdigest() == digest
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [digest]
+
+
+def test_file_store_writes_under_the_folder_its_url_names(tmp_path):
+    folder = tmp_path / "media store"
+    store = Store("renditions", StoreConfig(folder.as_uri()))
+    digest, data = blob("space in the path")
+    store.put(digest, data)
+    assert (folder / "sha256" / digest[:2] / digest[2:4] / digest).read_bytes() == data
+
+
+def test_r2_store_needs_an_account_or_an_endpoint():
+    with pytest.raises(ValueError, match="account_id"):
+        Store("renditions", StoreConfig("r2://bucket/prefix", dict(CREDENTIALS)))
+
+
+def test_r2_account_id_names_the_cloudflare_endpoint():
+    store = Store("renditions", StoreConfig("r2://bucket/prefix", {**CREDENTIALS, "account_id": "acct123"}))
+    assert store.fs.client_kwargs == {"endpoint_url": "https://acct123.r2.cloudflarestorage.com",
+                                      "region_name": "auto"}
+    assert store.root == "bucket/prefix"
+    assert store.url_for("ab" * 32).startswith("r2://bucket/prefix/sha256/ab/ab/")

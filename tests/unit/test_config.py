@@ -1,0 +1,84 @@
+"""Settings: defaults under ./mediafarm-data, a YAML file over them, MEDIAFARM_* over both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.config import STORE_NAMES, StoreConfig, load_settings
+
+
+def test_defaults_live_under_mediafarm_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    data_dir = tmp_path / "mediafarm-data"
+    assert settings.data_dir == str(data_dir)
+    assert settings.catalog_url == f"sqlite:///{data_dir / 'catalog.sqlite'}"
+    assert settings.clamd_url == "tcp://127.0.0.1:3310"
+    assert settings.scheduler_address is None
+    assert settings.stores == {name: StoreConfig((data_dir / "stores" / name).as_uri())
+                               for name in STORE_NAMES}
+
+
+def test_environment_overrides_defaults(tmp_path):
+    settings = load_settings(environ={
+        "MEDIAFARM_DATA_DIR": str(tmp_path / "farm"),
+        "MEDIAFARM_CATALOG_URL": "postgresql+psycopg://farm@db/mediafarm",
+        "MEDIAFARM_CLAMD_URL": f"unix://{tmp_path}/clamd.ctl",
+        "MEDIAFARM_STORE_RENDITIONS_URL": "s3://public-renditions/v1",
+        "MEDIAFARM_STORE_RENDITIONS_OPTIONS": json.dumps({"anon": False, "key": "k"}),
+        "DASK_SCHEDULER_ADDRESS": "tcp://scheduler:8786",
+    })
+    assert settings.data_dir == str(tmp_path / "farm")
+    assert settings.catalog_url == "postgresql+psycopg://farm@db/mediafarm"
+    assert settings.clamd_url == f"unix://{tmp_path}/clamd.ctl"
+    assert settings.scheduler_address == "tcp://scheduler:8786"
+    assert settings.stores["renditions"] == StoreConfig("s3://public-renditions/v1",
+                                                        {"anon": False, "key": "k"})
+    assert settings.stores["originals"].url == (tmp_path / "farm" / "stores" / "originals").as_uri()
+
+
+def write_config(tmp_path):
+    path = tmp_path / "mediafarm.yaml"
+    path.write_text(
+        "mediafarm:\n"
+        "  catalog_url: postgresql+psycopg://file@db/mediafarm\n"
+        "  clamd_url: tcp://clamd:3310\n"
+        "  scheduler_address: tcp://file-scheduler:8786\n"
+        "  stores:\n"
+        "    renditions:\n"
+        "      url: r2://renditions/public\n"
+        "      options: {account_id: acct}\n")
+    return path
+
+
+def test_yaml_file_sets_values_and_stores(tmp_path):
+    settings = load_settings(environ={}, config_file=write_config(tmp_path))
+    assert settings.catalog_url == "postgresql+psycopg://file@db/mediafarm"
+    assert settings.clamd_url == "tcp://clamd:3310"
+    assert settings.scheduler_address == "tcp://file-scheduler:8786"
+    assert settings.stores["renditions"] == StoreConfig("r2://renditions/public", {"account_id": "acct"})
+
+
+def test_yaml_file_is_found_through_mediafarm_config(tmp_path):
+    settings = load_settings(environ={"MEDIAFARM_CONFIG": str(write_config(tmp_path))})
+    assert settings.clamd_url == "tcp://clamd:3310"
+
+
+def test_environment_wins_over_the_file(tmp_path):
+    settings = load_settings(config_file=write_config(tmp_path), environ={
+        "MEDIAFARM_CLAMD_URL": "tcp://env-clamd:3310",
+        "MEDIAFARM_STORE_RENDITIONS_URL": "s3://env-bucket/r",
+        "MEDIAFARM_STORE_RENDITIONS_OPTIONS": "{}",
+        "DASK_SCHEDULER_ADDRESS": "tcp://env-scheduler:8786",
+    })
+    assert settings.clamd_url == "tcp://env-clamd:3310"
+    assert settings.catalog_url == "postgresql+psycopg://file@db/mediafarm"
+    assert settings.scheduler_address == "tcp://env-scheduler:8786"
+    assert settings.stores["renditions"] == StoreConfig("s3://env-bucket/r", {})
+
+
+def test_missing_config_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_settings(environ={}, config_file=tmp_path / "missing.yaml")

@@ -1,0 +1,87 @@
+"""Recipes: a content-hashed id, strict validation, and files in YAML or JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.recipe import DEFAULT_RECIPE, Preset, Recipe, load_recipe, recipe_from_dict
+
+SMALL = Preset("small", 400)
+THUMB = Preset("thumb", 150, 150, fit="cover")
+
+
+def test_recipe_id_is_the_same_in_another_process():
+    code = "from pipelines.recipe import DEFAULT_RECIPE; print(DEFAULT_RECIPE.id)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == DEFAULT_RECIPE.id
+    assert len(DEFAULT_RECIPE.id) == 32
+
+
+def test_recipe_id_ignores_preset_order():
+    assert Recipe("r", (SMALL, THUMB)).id == Recipe("r", (THUMB, SMALL)).id
+
+
+def test_recipe_id_changes_when_a_preset_changes():
+    assert Recipe("r", (SMALL,)).id != Recipe("r", (Preset("small", 400, quality=81),)).id
+    assert Recipe("r", (SMALL,)).id != Recipe("r", (Preset("small", 401),)).id
+
+
+def test_recipe_id_changes_when_a_tool_version_changes():
+    base = Recipe("r", (SMALL,))
+    old = base.with_tools({"libvips": "8.16.0"})
+    new = base.with_tools({"libvips": "8.17.0"})
+    assert len({base.id, old.id, new.id}) == 3
+    assert old.with_tools({"libvips": "8.16.0"}).id == old.id
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"fit": "stretch"},
+    {"fit": "cover"},            # cover without a height
+    {"quality": 0},
+    {"quality": 101},
+    {"width": 0},
+    {"format": "png"},
+])
+def test_invalid_presets_are_refused(kwargs):
+    fields = {"name": "p", "width": 100} | kwargs
+    with pytest.raises(ValueError):
+        Preset(**fields)
+
+
+def test_a_recipe_may_not_repeat_a_preset_name():
+    with pytest.raises(ValueError, match="repeats"):
+        Recipe("r", (SMALL, Preset("small", 800)))
+
+
+def test_recipe_from_dict_refuses_unknown_keys():
+    with pytest.raises(ValueError, match="unknown keys"):
+        recipe_from_dict({"presets": [{"name": "small", "width": 400, "sharpen": True}]})
+
+
+def test_load_recipe_reads_yaml(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("name: web\npresets:\n  - {name: thumb, width: 150, height: 150, fit: cover}\n"
+                    "  - name: small\n    width: 400\n    quality: 70\n")
+    recipe = load_recipe(path)
+    assert recipe.name == "web"
+    assert recipe.presets == (THUMB, Preset("small", 400, quality=70))
+
+
+def test_load_recipe_reads_json(tmp_path):
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps({"name": "web", "presets": [{"name": "small", "width": 400}]}))
+    assert load_recipe(path) == Recipe("web", (SMALL,))
+
+
+def test_default_recipe_presets():
+    shapes = {p.name: (p.width, p.height, p.fit, p.format) for p in DEFAULT_RECIPE.presets}
+    assert shapes == {
+        "thumb": (150, 150, "cover", "webp"),
+        "small": (400, None, "contain", "webp"),
+        "medium": (800, None, "contain", "webp"),
+        "large": (1600, None, "contain", "webp"),
+    }
