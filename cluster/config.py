@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.upload.validate import Limits
+
 STORE_NAMES = ("originals", "renditions", "quarantine", "buffer")
 DEFAULT_CLAMD_URL = "tcp://127.0.0.1:3310"
 
@@ -31,6 +33,7 @@ class Settings:
     clamd_url: str
     stores: dict[str, StoreConfig] = field(hash=False)
     scheduler_address: str | None = None
+    limits: Limits = Limits()
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -63,7 +66,18 @@ def load_settings(environ: Mapping[str, str] | None = None,
         clamd_url=pick("clamd_url", DEFAULT_CLAMD_URL),
         stores=stores,
         scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or file_values.get("scheduler_address"),
+        limits=_limits(env, file_values.get("limits") or {}),
     )
+
+
+def _limits(env: Mapping[str, str], from_file: dict) -> Limits:
+    """``MEDIAFARM_MAX_BYTES``, ``_MAX_PIXELS``... override ``limits:`` in the file."""
+    values = {}
+    for name in Limits.__dataclass_fields__:
+        text = env.get(f"MEDIAFARM_{name.upper()}") or from_file.get(name)
+        if text is not None:
+            values[name] = int(text)
+    return Limits(**values)
 
 
 def _read_yaml(path: Path) -> dict:

@@ -19,7 +19,7 @@ def scene(width: int, height: int, seed: int) -> pyvips.Image:
     red = (x * (255 / width) + seed * 40) % 256
     green = (y * (255 / height) + seed * 70) % 256
     blue = ((x + y) * (255 / (width + height)) + seed * 25) % 256
-    noise = pyvips.Image.gaussnoise(width, height, sigma=12, mean=0)
+    noise = pyvips.Image.gaussnoise(width, height, sigma=12, mean=0, seed=seed)
     image = red.bandjoin([green, blue]) + noise
     return image.cast("uchar").copy(interpretation="srgb")
 

@@ -26,7 +26,7 @@ from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
 from pipelines.upload.hashing import sha256_hex
 from pipelines.upload.scan import scan
-from pipelines.upload.validate import Limits, Validated, validate
+from pipelines.upload.validate import Validated, validate
 from pipelines.vips import tool_versions
 
 
@@ -37,7 +37,6 @@ class Job:
     source_uri: str
     recipe: Recipe
     settings: Settings
-    limits: Limits = Limits()
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def _error_text(error: Exception) -> str:
 def scan_task(job: Job) -> Carry:
     def body() -> Carry:
         runtime.catalog(job.settings).mark_processing(job.asset_id, job.attempt)
-        data = _read_source(job.source_uri, job.limits.max_bytes)
+        data = _read_source(job.source_uri, job.settings.limits.max_bytes)
         try:
             verdict = scan(data, runtime.scanner(job.settings.clamd_url))
         except Rejected as exc:
@@ -107,7 +106,7 @@ def scan_task(job: Job) -> Carry:
 
 def validate_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
-        validated = validate(carry.data, job.limits)
+        validated = validate(carry.data, job.settings.limits)
         return replace(carry, validated=validated, details={
             "format": validated.format, "width": validated.width, "height": validated.height})
     return _run("validate", job, carry, body)

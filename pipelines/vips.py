@@ -26,6 +26,12 @@ def harden() -> None:
     pyvips.operation_block_set("VipsForeignLoadSvg", True)
 
 
+def first_line(exc: pyvips.Error) -> str:
+    """libvips errors carry a stack of lines; the first names the problem."""
+    text = (exc.detail or exc.message or "").strip()
+    return text.splitlines()[0] if text else "unknown libvips error"
+
+
 def tool_versions() -> dict[str, str]:
     return {"libvips": ".".join(map(str, libvips_version()))}
 

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster
 
 from catalog import upgrade
 from cluster.config import STORE_NAMES, Settings, StoreConfig
@@ -48,6 +49,14 @@ def sqlite_url(tmp_path) -> str:
 def catalog_url(request) -> str:
     """Each catalog test runs on the embedded default and on PostgreSQL."""
     return request.getfixturevalue(f"{'pg' if request.param == 'postgresql' else 'sqlite'}_url")
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Client:
+    """One real Dask cluster (worker processes on loopback) shared by the suite."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

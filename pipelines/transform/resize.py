@@ -7,6 +7,7 @@ import pyvips
 from pipelines.outcome import Rejected
 from pipelines.raster import Raster
 from pipelines.recipe import Preset
+from pipelines.vips import first_line
 
 def resize(data: bytes, presets: tuple[Preset, ...]) -> list[Raster]:
     """One raster per preset, upright (EXIF orientation applied), never upscaled.
@@ -26,5 +27,4 @@ def _resize_one(data: bytes, preset: Preset) -> Raster:
         image = pyvips.Image.thumbnail_buffer(data, preset.width, **options)
         return Raster.from_image(preset.name, image)
     except pyvips.Error as exc:
-        detail = (exc.detail or exc.message).strip().splitlines()
-        raise Rejected("corrupt", f"the image cannot be decoded: {detail[-1] if detail else exc}") from exc
+        raise Rejected("corrupt", f"the image cannot be decoded: {first_line(exc)}") from exc

@@ -1,4 +1,9 @@
-"""Decide what a file is from its bytes, then check it against limits before decoding."""
+"""Decide what a file is from its bytes, then check it against limits before decoding.
+
+The name and the client's content type are never consulted: a script renamed
+``.jpg`` is still a script. Only allow-listed formats pass, and only after a
+header-only probe shows they are within the limits.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,34 @@ from dataclasses import dataclass
 
 import pyvips
 
-from pipelines import vips  # noqa: F401  (hardens libvips before any load)
 from pipelines.outcome import Rejected
+from pipelines.vips import first_line
 
-# Formats the image path accepts; everything else is recognised only to say why not.
-IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
+# Formats each media kind accepts; everything else is recognised only to say why not.
+IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+                 "gif": "image/gif", "avif": "image/avif", "heif": "image/heif"}
+MEDIA_FORMATS = {"mp4": "video/mp4", "quicktime": "video/quicktime", "matroska": "video/x-matroska",
+                 "ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
 
 
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int = 200 * 1024 * 1024
-    max_pixels: int = 100_000_000
     max_side: int = 30_000
+    max_pixels: int = 100_000_000          # one frame
+    max_frames: int = 1_000                # animated GIF/WebP, HEIF sequences
+    max_total_pixels: int = 1_000_000_000  # frames x pixels: what decoding would cost
 
 
 @dataclass(frozen=True)
 class Validated:
     format: str
     media_type: str
+    kind: str       # "image", "video" or "audio"
     width: int
     height: int
+    frames: int = 1
 
 
 def sniff(head: bytes) -> str | None:
@@ -34,22 +47,43 @@ def sniff(head: bytes) -> str | None:
         return "jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
+    if head[:4] == b"RIFF":
+        return {b"WEBP": "webp", b"AVI ": "avi", b"WAVE": "wav"}.get(head[8:12], "riff")
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "avif"
+        return "heif" if brand in _HEIF_BRANDS else ("quicktime" if brand == b"qt  " else "mp4")
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "mp3"
     if head.startswith(b"%PDF-"):
         return "pdf"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    stripped = head.lstrip().lower()
-    if stripped.startswith((b"<svg", b"<?xml")):
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head.startswith(b"\x7fELF") or head.startswith(b"MZ"):
+        return "executable"
+    text = head.lstrip().lower()
+    if text.startswith((b"<svg", b"<?xml", b"<!doctype svg")):
         return "svg/xml"
+    if text.startswith((b"<html", b"<!doctype html", b"<script", b"<head", b"<body")):
+        return "html"
+    if text.startswith(b"#extm3u"):
+        return "playlist"
     return None
 
 
 def validate(data: bytes, limits: Limits = Limits()) -> Validated:
-    """Accept an allowed image within limits, reading headers only; raise Rejected otherwise."""
+    """Accept an allowed format within limits, reading headers only; raise Rejected otherwise."""
     if not data:
         raise Rejected("empty", "the file is empty")
     if len(data) > limits.max_bytes:
@@ -57,19 +91,46 @@ def validate(data: bytes, limits: Limits = Limits()) -> Validated:
     kind = sniff(data[:64])
     if kind is None:
         raise Rejected("unsupported_type", "the bytes are not a format Mediafarm recognises")
-    if kind not in IMAGE_FORMATS:
-        raise Rejected("unsupported_type", f"{kind} files are not accepted")
+    if kind in IMAGE_FORMATS:
+        return _validate_image(data, kind, limits)
+    if kind in MEDIA_FORMATS:
+        return _validate_media(data, kind)
+    raise Rejected("unsupported_type", f"{kind} files are not accepted")
+
+
+def _validate_image(data: bytes, kind: str, limits: Limits) -> Validated:
     try:
+        # Header only: libvips reads dimensions and page count without decoding pixels.
         header = pyvips.Image.new_from_buffer(data, "", access="sequential")
         width, height = header.width, header.height
+        frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
+        loader = header.get("vips-loader") if header.get_typeof("vips-loader") else ""
     except pyvips.Error as exc:
-        raise Rejected("corrupt", f"the {kind} header cannot be read: {_first_line(exc)}") from exc
+        raise Rejected("corrupt", f"the {kind} header cannot be read: {first_line(exc)}") from exc
+    if not loader.startswith(_LOADER_PREFIX[kind]):
+        # The magic number and libvips disagree: a polyglot. Trust neither.
+        raise Rejected("unsupported_type", f"the file starts as {kind} but libvips reads it "
+                       f"with {loader or 'no loader'}")
     if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
         raise Rejected("over_limit", f"{width}x{height} exceeds the pixel limits "
                        f"({limits.max_side} per side, {limits.max_pixels} in all)")
-    return Validated(kind, IMAGE_FORMATS[kind], width, height)
+    if frames > limits.max_frames or frames * width * height > limits.max_total_pixels:
+        raise Rejected("over_limit", f"{frames} frames of {width}x{height} exceed the animation "
+                       f"limits ({limits.max_frames} frames, {limits.max_total_pixels} pixels)")
+    return Validated(kind, IMAGE_FORMATS[kind], "image", width, height, frames)
 
 
-def _first_line(exc: pyvips.Error) -> str:
-    text = (exc.detail or exc.message or "").strip()
-    return text.splitlines()[0] if text else "unknown libvips error"
+_LOADER_PREFIX = {"jpeg": "jpegload", "png": "pngload", "webp": "webpload", "gif": "gifload",
+                  "avif": "heifload", "heif": "heifload"}
+
+
+def _validate_media(data: bytes, kind: str) -> Validated:
+    from pipelines.upload.media_probe import probe_media
+
+    info = probe_media(data)  # in a sandboxed subprocess: decoders may crash on hostile files
+    video = next((s for s in info.streams if s.kind == "video"), None)
+    media_kind = info.media_kind
+    # Probing proves the file is safe to decode; transcoding presets are not built yet.
+    raise Rejected("unsupported_type", f"{media_kind} ({info.container}"
+                   f"{f', {video.width}x{video.height}' if video else ''}) passed the probe, "
+                   "but video and audio are not transcoded yet")

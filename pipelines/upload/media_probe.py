@@ -1,0 +1,233 @@
+"""Probe untrusted video and audio in the sandbox: allowed containers, limits, a trial decode."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import av
+import av.logging
+
+from pipelines.outcome import Rejected
+from pipelines.upload.sandbox import run_isolated
+
+# Demuxers that may read an upload. Playlist and indirection demuxers (hls, dash,
+# concat, image2, tty...) are absent: they open other files or URLs named inside
+# the upload. avi stays: the classic AVI-with-embedded-HLS trick needs the hls
+# demuxer, and avi passes these whitelists on to the nested demuxer it opens.
+DEMUXERS = frozenset({
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2",
+    "matroska", "webm", "avi", "ogg", "mp3", "wav", "flac", "mpegts", "aac",
+})
+
+# Formats whose header states the duration authoritatively (an index, a sample
+# count), so ending early means the file was cut. mp3, aac and mpegts durations
+# are estimates from bit rate or the last timestamp and prove nothing.
+_INDEXED = frozenset({"mov", "matroska", "avi", "flac", "wav"})
+
+# ffmpeg checks the probed demuxer against format_whitelist *before* its
+# read_header runs, so a playlist is refused before it can open anything;
+# protocol_whitelist stops any demuxer from reaching past the file itself.
+OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(sorted(DEMUXERS))}
+# A whitelist nothing matches: opening with it probes the format and stops there.
+_PROBE_ONLY = {"protocol_whitelist": "file", "format_whitelist": "mediafarm-probe-only"}
+
+TIMEOUT_S = 20.0
+MEMORY_BYTES = 1024 ** 3
+CPU_SECONDS = 20
+# The trial decode: enough to prove the stream decodes, cheap for any length.
+TRIAL_FRAMES = 50
+TRIAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    kind: str  # "video", "audio", "subtitle" or "data"
+    codec: str
+    width: int | None = None
+    height: int | None = None
+    frame_rate: float | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+    bit_rate: int | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    container: str  # ffmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    duration_s: float | None
+    bit_rate: int | None
+    streams: tuple[StreamInfo, ...]
+
+    @property
+    def media_kind(self) -> str:
+        return "video" if any(s.kind == "video" for s in self.streams) else "audio"
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_duration_s: float = 4 * 3600
+    max_width: int = 7680
+    max_height: int = 4320
+    max_pixels: int = 7680 * 4320
+    max_streams: int = 16
+    max_bit_rate: int = 200_000_000
+
+
+def probe_media(data: bytes, limits: MediaLimits = MediaLimits()) -> MediaInfo:
+    """Describe an acceptable video or audio file; raise Rejected for anything else, crashes included."""
+    if not data:
+        raise Rejected("empty", "the file is empty")
+    return run_isolated(_probe, data, limits, timeout=TIMEOUT_S, memory_bytes=MEMORY_BYTES,
+                        cpu_seconds=CPU_SECONDS)
+
+
+def _probe(data: bytes, limits: MediaLimits) -> MediaInfo:
+    """The child's side of probe_media: open, describe, check limits, demux through, trial-decode."""
+    # PyAV leaves FFmpeg's log off by default; error-level records name the demuxer that refused.
+    av.logging.set_level(av.logging.ERROR)
+    with tempfile.TemporaryDirectory() as scratch:
+        # No extension: demuxers that pick themselves by file name (hls, image2, tty) stay out of it.
+        path = os.path.join(scratch, "input")
+        with open(path, "wb") as file:
+            file.write(data)
+        del data
+        with _open(path) as container:
+            info = _describe(container)
+            _check(info, limits)
+            _read_through(container, info, limits)
+    return info
+
+
+def _open(path: str):
+    try:
+        return av.open(path, container_options=OPEN_OPTIONS)
+    except av.error.FFmpegError as exc:
+        error = exc
+    name = _probed_format(path)
+    if name is None:
+        raise Rejected("unsupported_type", "the bytes are not a media format Mediafarm recognises")
+    if not _allowed(name):
+        raise Rejected("unsupported_type", f"{name or 'these'} files are not accepted")
+    raise Rejected("corrupt", f"the {name} container cannot be read: {_say(error)}")
+
+
+def _probed_format(path: str) -> str | None:
+    """The demuxer FFmpeg would pick, without letting it read further: None if none would."""
+    with av.logging.Capture() as logs:
+        try:
+            av.open(path, container_options=_PROBE_ONLY).close()
+        except av.error.ArgumentError:
+            # The refusal is logged by the format context, whose log name is the demuxer's.
+            return next((name for _, name, message in logs if "not on whitelist" in message), "")
+        except av.error.FFmpegError:
+            return None
+    return ""  # opened despite the whitelist: treat as unknown, hence not allowed
+
+
+def _allowed(name: str) -> bool:
+    return any(token in DEMUXERS for token in name.split(",") if token)
+
+
+def _describe(container) -> MediaInfo:
+    if not _allowed(container.format.name):  # belt and braces: format_whitelist already said so
+        raise Rejected("unsupported_type", f"{container.format.name} files are not accepted")
+    duration = container.duration / 1_000_000 if container.duration is not None else None
+    streams = tuple(_stream_info(stream) for stream in container.streams)
+    return MediaInfo(container.format.name, duration, container.bit_rate or None, streams)
+
+
+def _stream_info(stream) -> StreamInfo:
+    context = stream.codec_context
+    kind = stream.type if stream.type in ("video", "audio", "subtitle") else "data"
+    codec = context.codec.canonical_name if context is not None and context.codec is not None else "unknown"
+    bit_rate = (context.bit_rate if context is not None else None) or None
+    if kind == "video":
+        rate = stream.average_rate or stream.guessed_rate
+        return StreamInfo(kind, codec, width=context.width or None, height=context.height or None,
+                          frame_rate=float(rate) if rate else None, bit_rate=bit_rate)
+    if kind == "audio":
+        return StreamInfo(kind, codec, channels=context.channels or None,
+                          sample_rate=context.sample_rate or None, bit_rate=bit_rate)
+    return StreamInfo(kind, codec, bit_rate=bit_rate)
+
+
+def _check(info: MediaInfo, limits: MediaLimits) -> None:
+    """Reject on what the headers claim, before the trial decode."""
+    if not info.streams:
+        raise Rejected("unsupported_type", "the file has no streams")
+    if len(info.streams) > limits.max_streams:
+        raise Rejected("over_limit", f"the file has {len(info.streams)} streams; "
+                       f"the limit is {limits.max_streams}")
+    if not any(s.kind in ("video", "audio") for s in info.streams):
+        raise Rejected("unsupported_type", "the file has no video or audio stream")
+    if info.duration_s is not None and info.duration_s > limits.max_duration_s:
+        raise Rejected("over_limit", f"the file lasts {info.duration_s:.1f} s; "
+                       f"the limit is {limits.max_duration_s:g} s")
+    for stream in info.streams:
+        width, height = stream.width or 0, stream.height or 0
+        if width > limits.max_width or height > limits.max_height or width * height > limits.max_pixels:
+            raise Rejected("over_limit", f"the {width}x{height} video exceeds the size limits "
+                           f"({limits.max_width}x{limits.max_height}, {limits.max_pixels} pixels)")
+    rates = [info.bit_rate or 0, *(s.bit_rate or 0 for s in info.streams)]
+    if max(rates) > limits.max_bit_rate:
+        raise Rejected("over_limit", f"the bit rate of {max(rates)} b/s exceeds the limit of "
+                       f"{limits.max_bit_rate} b/s")
+
+
+def _read_through(container, info: MediaInfo, limits: MediaLimits) -> None:
+    """Demux every packet (cheap) and decode the first frames of the main stream (proof it decodes).
+
+    Reading to the end catches a file cut short whose index survived, which
+    decoding its first second never would.
+    """
+    target = next((s for s in container.streams if s.type == "video"), None) \
+        or next(s for s in container.streams if s.type == "audio")
+    # One decoder thread: a trial decode gains nothing from more, and each costs address space.
+    target.codec_context.thread_count = 1
+    start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+    frames, trial_over, reached = 0, False, 0.0
+    try:
+        for packet in container.demux():
+            when = _packet_end(packet)
+            if when is not None:
+                reached = max(reached, when - start)
+                if reached > limits.max_duration_s:
+                    raise Rejected("over_limit", f"the file lasts more than {limits.max_duration_s:g} s")
+            if packet.stream is target and not trial_over:
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as exc:
+                    at = (_packet_start(packet) or start) - start
+                    raise Rejected("corrupt", f"decode failed at {at:.2f}s: {_say(exc)}") from None
+                frames += len(decoded)
+                last = decoded[-1].time if decoded and decoded[-1].time is not None else None
+                trial_over = frames >= TRIAL_FRAMES or (last is not None and last - start >= TRIAL_SECONDS)
+    except av.error.FFmpegError as exc:
+        raise Rejected("corrupt", f"the file cannot be read past {reached:.2f} s: {_say(exc)}") from None
+    if frames == 0:
+        raise Rejected("corrupt", f"no {target.type} frame could be decoded")
+    duration = info.duration_s
+    if container.format.name.split(",")[0] in _INDEXED and duration is not None \
+            and reached < duration - max(0.5, 0.02 * duration):
+        raise Rejected("corrupt", f"the file ends at {reached:.2f} s of {duration:.2f} s")
+
+
+def _packet_start(packet) -> float | None:
+    stamp = packet.pts if packet.pts is not None else packet.dts
+    return float(stamp * packet.time_base) if stamp is not None and packet.time_base else None
+
+
+def _packet_end(packet) -> float | None:
+    begin = _packet_start(packet)
+    if begin is None or packet.size == 0:
+        return None
+    return begin + float((packet.duration or 0) * packet.time_base)
+
+
+def _say(error: av.error.FFmpegError) -> str:
+    """FFmpeg's error and its last log line, without the private temp path."""
+    text = error.strerror or type(error).__name__
+    detail = error.log[2].strip() if getattr(error, "log", None) else ""
+    return f"{text} ({detail})" if detail and detail not in text else text

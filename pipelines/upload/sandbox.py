@@ -1,0 +1,203 @@
+"""Run one function on untrusted bytes in a throwaway child process with hard limits.
+
+A native decoder that segfaults, aborts, spins or eats memory takes down only
+the child; the caller gets a ``Rejected`` with a stable reason instead.
+
+The child is a fresh interpreter started with ``subprocess`` and fed a pickle
+on stdin, not a ``multiprocessing`` process: Dask's nanny starts workers as
+daemonic processes, and ``multiprocessing`` refuses to start children from
+those; ``fork`` from a threaded worker could also deadlock the child on a lock
+some other thread held. ``subprocess`` uses ``posix_spawn``/``vfork`` and an
+``exec``, so neither applies. The price is an interpreter start per call
+(tens of milliseconds, plus whatever the function's module imports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import io
+import json
+import os
+import pickle
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from typing import Any, Callable, TypeVar
+
+from pipelines.outcome import Failed, Rejected, StageStop
+
+T = TypeVar("T")
+
+# A result bigger than this is not a small dataclass: something went wrong.
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+STDERR_TAIL = 2000
+
+# The child reads its sys.path and limits from argv, then imports this module.
+_BOOTSTRAP = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+              "from pipelines.upload.sandbox import _child_main; _child_main(json.loads(sys.argv[2]))")
+
+# Builtins a result may name besides what pickle encodes natively.
+_SAFE_BUILTINS = {"complex", "set", "frozenset", "bytearray", "range", "slice"}
+
+
+def run_isolated(func: Callable[..., T], *args: Any, timeout: float, memory_bytes: int,
+                 cpu_seconds: int) -> T:
+    """Call ``func(*args)`` in a fresh child under address-space, CPU and wall-clock limits.
+
+    ``func`` must be a module-level function the child can import. Its return
+    value must be built from plain Python values and ``pipelines`` dataclasses
+    or enums (see ``_ResultUnpickler``).
+    """
+    # Pickle in the parent so that a lambda or an unpicklable argument fails here, loudly.
+    payload = pickle.dumps((func, args), protocol=pickle.HIGHEST_PROTOCOL)
+    limits = {"memory_bytes": memory_bytes, "cpu_seconds": cpu_seconds}
+    # Private scratch space for the child (its TMPDIR), removed by us even if the child is killed.
+    scratch = tempfile.mkdtemp(prefix="mediafarm-sandbox-")
+    try:
+        with tempfile.TemporaryFile(dir=scratch) as stdin, \
+                tempfile.TemporaryFile(dir=scratch) as stdout, \
+                tempfile.TemporaryFile(dir=scratch) as stderr:
+            # Files rather than pipes: nothing to drain, so no deadlock and no helper threads.
+            stdin.write(payload)
+            stdin.seek(0)
+            del payload
+            returncode, timed_out = _run_child(limits, scratch, stdin, stdout, stderr, timeout)
+            return _outcome(returncode, timed_out, stdout, stderr, timeout, cpu_seconds)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_child(limits: dict, scratch: str, stdin, stdout, stderr, timeout: float) -> tuple[int, bool]:
+    env = dict(os.environ, TMPDIR=scratch,
+               # Each glibc malloc arena reserves 64 MiB of address space; with decoder
+               # threads that alone can exhaust RLIMIT_AS before any real allocation.
+               MALLOC_ARENA_MAX="2")
+    # Absolute paths: the child runs in the scratch directory, where "" would mean something else.
+    path = [os.path.abspath(entry) for entry in sys.path]
+    argv = [sys.executable, "-c", _BOOTSTRAP, json.dumps(path), json.dumps(limits)]
+    # A new session makes the child a process-group leader, so killpg also reaches anything it spawned.
+    child = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                             cwd=scratch, start_new_session=True, close_fds=True)
+    timed_out = False
+    try:
+        child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        # Runs on timeout, on success (stray grandchildren) and if the caller is interrupted.
+        _kill_group(child.pid)
+        child.wait()  # reap: never leave a zombie behind
+    return child.returncode, timed_out
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _outcome(returncode: int, timed_out: bool, stdout, stderr, timeout: float, cpu_seconds: int):
+    if timed_out:
+        raise Rejected("decode_timeout", f"decoding took longer than {timeout:g} s")
+    if returncode < 0:
+        signum = -returncode
+        if signum == signal.SIGXCPU:
+            raise Rejected("decode_timeout", f"decoding used more than {cpu_seconds} s of CPU")
+        raise Rejected("decoder_crashed", f"{_signal_name(signum)} while decoding")
+    size = stdout.seek(0, io.SEEK_END)
+    if returncode != 0 or size == 0:
+        raise Failed("internal_error", f"the sandbox exited with status {returncode}: "
+                     f"{_tail(stderr) or 'no output'}", retryable=True)
+    if size > MAX_RESULT_BYTES:
+        raise Failed("internal_error", f"the sandbox returned {size} bytes; the limit is {MAX_RESULT_BYTES}")
+    stdout.seek(0)
+    try:
+        record = _ResultUnpickler(stdout).load()
+    except Exception as exc:  # a confused or compromised child: its bytes are not trusted
+        raise Failed("internal_error", f"the sandbox returned an unreadable result: {exc}") from None
+    return _unpack(record)
+
+
+def _unpack(record):
+    kind = record[0]
+    if kind == "ok":
+        return record[1]
+    if kind == "stop":
+        _, cls, reason, message, retryable, details = record
+        raise cls(reason, message, retryable=retryable, details=details)
+    if kind == "memory":
+        raise Rejected("decoder_out_of_memory", f"decoding needed more memory than allowed: {record[1]}")
+    if kind == "error":
+        raise Failed("internal_error", record[1], retryable=True, details={"traceback": record[2]})
+    raise Failed("internal_error", f"the sandbox returned an unknown record {kind!r}")
+
+
+class _ResultUnpickler(pickle.Unpickler):
+    """Unpickle what the child sent, naming only pipelines' dataclasses, enums and StageStops.
+
+    The child has just parsed hostile bytes with native code; if that code was
+    exploited, a free-form pickle would hand the attacker the worker too.
+    """
+
+    def find_class(self, module: str, name: str):
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return super().find_class(module, name)
+        if module == "pipelines" or module.startswith("pipelines."):
+            obj = getattr(importlib.import_module(module), name, None)
+            if isinstance(obj, type) and (dataclasses.is_dataclass(obj) or issubclass(obj, (enum.Enum, StageStop))):
+                return obj
+        raise pickle.UnpicklingError(f"{module}.{name} may not appear in a sandbox result")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _tail(stream) -> str:
+    stream.seek(0, io.SEEK_END)
+    stream.seek(max(0, stream.tell() - STDERR_TAIL))
+    lines = stream.read().decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _child_main(limits: dict) -> None:
+    """The child's side: apply limits, run the function, write one record to stdout, exit."""
+    memory = limits["memory_bytes"]
+    cpu = limits["cpu_seconds"]
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # SIGXCPU at the soft limit; the hard limit a second later is SIGKILL in case it is caught.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    # A core dump of a crashed decoder is slow to write and holds the hostile input.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Keep the real stdout for the result; anything the function or a library prints goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        func, args = pickle.load(sys.stdin.buffer)
+        record = ("ok", func(*args))
+    except StageStop as stop:
+        record = ("stop", type(stop), stop.reason, stop.message, stop.retryable, stop.details)
+    except MemoryError as exc:
+        record = ("memory", str(exc) or "MemoryError")
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent, which decides)
+        record = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=-8))
+    try:
+        data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    except MemoryError:
+        data = pickle.dumps(("memory", "MemoryError while returning the result"))
+    except Exception as exc:  # noqa: BLE001  (an unpicklable return value is our bug)
+        data = pickle.dumps(("error", f"the result cannot be pickled: {exc}", ""))
+    out.write(data)
+    out.flush()
+    # Skip interpreter teardown: native libraries' destructors are one more place to crash.
+    os._exit(0)
