@@ -30,6 +30,9 @@ _INDEXED = frozenset({"mov", "matroska", "avi", "flac", "wav"})
 # read_header runs, so a playlist is refused before it can open anything;
 # protocol_whitelist stops any demuxer from reaching past the file itself.
 OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(sorted(DEMUXERS))}
+# One decoder thread for the frames avformat_find_stream_info decodes inside av.open:
+# the farm runs one single-threaded worker per core, and each thread costs address space.
+DECODER_OPTIONS = {"threads": "1"}
 # A whitelist nothing matches: opening with it probes the format and stops there.
 _PROBE_ONLY = {"protocol_whitelist": "file", "format_whitelist": "mediafarm-probe-only"}
 
@@ -102,7 +105,7 @@ def _probe(data: bytes, limits: MediaLimits) -> MediaInfo:
 
 def _open(path: str):
     try:
-        return av.open(path, container_options=OPEN_OPTIONS)
+        return av.open(path, options=DECODER_OPTIONS, container_options=OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         error = exc
     name = _probed_format(path)
@@ -184,8 +187,7 @@ def _read_through(container, info: MediaInfo, limits: MediaLimits) -> None:
     """
     target = next((s for s in container.streams if s.type == "video"), None) \
         or next(s for s in container.streams if s.type == "audio")
-    # One decoder thread: a trial decode gains nothing from more, and each costs address space.
-    target.codec_context.thread_count = 1
+    target.codec_context.thread_count = 1  # as DECODER_OPTIONS, for the trial decode
     start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
     frames, trial_over, reached = 0, False, 0.0
     try:
@@ -209,8 +211,9 @@ def _read_through(container, info: MediaInfo, limits: MediaLimits) -> None:
     if frames == 0:
         raise Rejected("corrupt", f"no {target.type} frame could be decoded")
     duration = info.duration_s
+    # The slack covers muxers that count the last frame's duration differently.
     if container.format.name.split(",")[0] in _INDEXED and duration is not None \
-            and reached < duration - max(0.5, 0.02 * duration):
+            and reached < duration - (0.5 + 0.005 * duration):
         raise Rejected("corrupt", f"the file ends at {reached:.2f} s of {duration:.2f} s")
 
 

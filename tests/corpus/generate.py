@@ -1,0 +1,207 @@
+"""Generate the hostile-input corpus: ``python -m tests.corpus.generate FOLDER``.
+
+Each case is made by code rather than committed as a binary, and names the
+status and reason the farm must give it. The corpus runs with small limits
+(``CORPUS_LIMITS``, and a clamd whose stream limit is ``CLAMD_STREAM_LIMIT``) so
+that over-limit cases stay a few megabytes.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyvips
+
+from cluster.samples import EICAR, scene
+from pipelines.upload.validate import Limits
+
+MARKER = b"MEDIAFARM-TEST-MALWARE-MARKER"
+CLAMD_STREAM_LIMIT = "6M"
+CORPUS_LIMITS = Limits(max_bytes=10 * 1024 * 1024)
+SCRIPT = b"<script>alert(document.domain)</script>"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[[], bytes]
+    status: str
+    reasons: frozenset[str]   # usually one; native decoders may fail in one of two ways
+
+
+def case(name: str, status: str, *reasons: str) -> Callable[[Callable[[], bytes]], Case]:
+    def wrap(make: Callable[[], bytes]) -> Case:
+        return Case(name, make, status, frozenset(reasons or {None}))
+    return wrap
+
+
+def _jpeg(width: int = 640, height: int = 480, seed: int = 1, **save) -> bytes:
+    return scene(width, height, seed).jpegsave_buffer(Q=85, **save)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _ffmpeg(*args: str) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "out.mp4"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args, str(out)],
+                       capture_output=True, check=True)
+        return out.read_bytes()
+
+
+def _mp4(size: str = "320x240", seconds: str = "2") -> bytes:
+    return _ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate=25", "-t", seconds,
+                   "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+
+
+def _insert_jpeg_comment(jpeg: bytes, comment: bytes) -> bytes:
+    segment = b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+CASES: list[Case] = []
+
+
+def register(c: Case) -> Case:
+    CASES.append(c)
+    return c
+
+
+# --- malware -----------------------------------------------------------------------------------
+register(case("eicar.com", "rejected", "infected")(lambda: EICAR))
+
+
+@register
+@case("eicar-in.zip", "rejected", "infected")
+def _eicar_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "nothing to see")
+        archive.writestr("eicar.com", EICAR)
+    return buffer.getvalue()
+
+
+register(case("marker-in-comment.jpg", "rejected", "infected")(
+    lambda: _insert_jpeg_comment(_jpeg(), b"x" * 100 + MARKER)))
+
+# --- decompression bombs and limits ------------------------------------------------------------
+
+
+@register
+@case("bomb-50000x50000.png", "rejected", "over_limit")
+def _png_bomb() -> bytes:
+    # A real header for 50000x50000 and one compressed row: a few hundred bytes on disk,
+    # 7.5 GB once decoded. The header-only probe must refuse it before any decode.
+    header = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
+    row = zlib.compress(b"\x00" + b"\x00" * 3 * 50000, 9)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", row)
+            + _png_chunk(b"IEND", b""))
+
+
+@register
+@case("gif-3000-frames.gif", "rejected", "over_limit")
+def _many_frames() -> bytes:
+    # Distinct noise frames: the GIF encoder folds frames that repeat.
+    frames = [pyvips.Image.gaussnoise(16, 16, seed=i).cast("uchar") for i in range(3000)]
+    strip = pyvips.Image.arrayjoin(frames, across=1)
+    return strip.copy(interpretation="b-w").gifsave_buffer(page_height=16)
+
+
+register(case("over-the-byte-cap.jpg", "rejected", "too_large")(
+    lambda: _jpeg() + random.Random(7).randbytes(CORPUS_LIMITS.max_bytes)))
+register(case("over-clamd-stream-limit.jpg", "rejected", "scan_limit_exceeded")(
+    lambda: _jpeg() + random.Random(8).randbytes(8 * 1024 * 1024)))
+register(case("huge-dimensions.mp4", "rejected", "over_limit")(
+    lambda: _ffmpeg("-f", "lavfi", "-i", "color=size=8192x8192:rate=1", "-frames:v", "1",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")))
+
+# --- truncated and corrupt ---------------------------------------------------------------------
+register(case("truncated.jpg", "rejected", "corrupt")(lambda: _jpeg()[:6000]))
+register(case("truncated.png", "rejected", "corrupt")(
+    lambda: scene(640, 480, 2).pngsave_buffer()[:20000]))
+register(case("truncated.webp", "rejected", "corrupt")(
+    lambda: scene(640, 480, 3).webpsave_buffer(Q=80)[:3000]))
+register(case("truncated.mp4", "rejected", "corrupt", "decoder_crashed")(
+    lambda: (lambda whole: whole[: len(whole) * 6 // 10])(_mp4())))
+register(case("jpeg-magic-then-garbage.jpg", "rejected", "corrupt")(
+    lambda: b"\xff\xd8\xff\xe0" + random.Random(3).randbytes(4000)))
+register(case("png-without-pixels.png", "rejected", "corrupt")(
+    lambda: b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
+    + _png_chunk(b"IEND", b"")))
+register(case("empty.jpg", "rejected", "empty")(lambda: b""))
+
+# --- wrong types, scripts and polyglots --------------------------------------------------------
+register(case("text-renamed.jpg", "rejected", "unsupported_type")(
+    lambda: b"Dear customer, please find attached...\n" * 20))
+register(case("random-bytes.jpg", "rejected", "unsupported_type")(
+    lambda: b"\x00\x13" + random.Random(4).randbytes(5000)))
+register(case("imagemagick-mvg.jpg", "rejected", "unsupported_type")(
+    lambda: b"push graphic-context\nviewbox 0 0 640 480\n"
+            b"image over 0,0 0,0 'https://127.0.0.1/x.php?x=`id`'\npop graphic-context\n"))
+register(case("imagemagick-msl.jpg", "rejected", "unsupported_type")(
+    lambda: b'<?xml version="1.0" encoding="UTF-8"?>\n<image>\n<read filename="/etc/passwd"/>\n'
+            b'<write filename="/tmp/owned.png"/>\n</image>\n'))
+register(case("script.svg", "rejected", "unsupported_type")(
+    lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">' + SCRIPT + b"</svg>"))
+register(case("external-refs.svg", "rejected", "unsupported_type")(
+    lambda: b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" '
+            b'xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10">'
+            b'<image xlink:href="file:///etc/passwd" width="10" height="10"/></svg>'))
+register(case("html-then-jpeg.jpg", "rejected", "unsupported_type")(
+    lambda: b"<html><body>" + SCRIPT + b"</body></html>\n" + _jpeg()))
+register(case("document.pdf", "rejected", "unsupported_type")(
+    lambda: b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"))
+register(case("passwd.m3u8", "rejected", "unsupported_type")(
+    lambda: b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"))
+register(case("hls-disguised.avi", "rejected", "unsupported_type")(
+    lambda: b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:1.0,\nconcat:file:///etc/passwd\n"
+            b"#EXT-X-ENDLIST\n"))
+register(case("concat-script.mp4", "rejected", "unsupported_type")(
+    lambda: b"ffconcat version 1.0\nfile '/etc/passwd'\n"))
+register(case("image.tiff", "rejected", "unsupported_type")(
+    lambda: scene(64, 64, 4).tiffsave_buffer()))
+register(case("program.elf.jpg", "rejected", "unsupported_type")(
+    lambda: b"\x7fELF\x02\x01\x01" + b"\x00" * 200))
+
+# --- accepted, with hostile payloads that must not survive -------------------------------------
+register(case("jpeg-with-html-comment.jpg", "ready")(
+    lambda: _insert_jpeg_comment(_jpeg(seed=5), SCRIPT)))
+register(case("gps-exif.jpg", "ready")(lambda: _jpeg_with_exif()))
+register(case("animated.gif", "ready")(
+    lambda: pyvips.Image.arrayjoin([scene(120, 90, i) for i in range(6)], across=1)
+    .gifsave_buffer(page_height=90)))
+register(case("photo.png", "ready")(lambda: scene(900, 600, 6).pngsave_buffer()))
+register(case("photo.webp", "ready")(lambda: scene(900, 600, 7).webpsave_buffer(Q=85)))
+
+
+def _jpeg_with_exif() -> bytes:
+    image = scene(800, 600, 8).copy()
+    image.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Make", "SecretCam")
+    image.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Artist", "Private Person")
+    return image.jpegsave_buffer(Q=85)
+
+
+def write_corpus(folder: Path) -> dict[str, Case]:
+    """Write every case into ``folder``; returns the cases by file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in CASES:
+        (folder / item.name).write_bytes(item.make())
+    return {item.name: item for item in CASES}
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "corpus")
+    cases = write_corpus(target)
+    print(f"wrote {len(cases)} cases to {target}")

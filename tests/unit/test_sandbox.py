@@ -1,0 +1,187 @@
+"""The sandbox: values and StageStops come back; crashes, hangs and hogs become rejections."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.outcome import Failed, Rejected
+from pipelines.upload.sandbox import run_isolated
+
+LIMITS = {"timeout": 10.0, "memory_bytes": 512 * 1024 * 1024, "cpu_seconds": 10}
+
+
+# The children import these by name, so they live at module level.
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def echo_bytes(data: bytes) -> tuple[int, str]:
+    return len(data), data[:5].decode()
+
+
+def reject() -> None:
+    raise Rejected("corrupt", "the moov atom is missing", details={"at": 3})
+
+
+def fail() -> None:
+    raise Failed("store_unavailable", "the store is down", retryable=True)
+
+
+def segfault() -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def abort() -> None:
+    os.abort()
+
+
+def sleep_forever() -> None:
+    time.sleep(60)
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def allocate_2_gib() -> int:
+    return len(bytearray(2 * 1024 ** 3))
+
+
+def boom() -> None:
+    raise KeyError("no such thing")
+
+
+def shout_and_return() -> str:
+    print("stray output on stdout must not corrupt the result")
+    os.write(1, b"nor must raw writes to fd 1\n")
+    return "clean"
+
+
+def write_scratch_file() -> str:
+    import tempfile
+    handle, path = tempfile.mkstemp()
+    os.write(handle, b"x")
+    os.close(handle)
+    return path
+
+
+def return_a_function():
+    return os.system  # the parent must refuse to unpickle a callable
+
+
+def children() -> list[int]:
+    """Our own direct children, zombies included, read from /proc."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name is in parentheses and may contain spaces; the ppid follows it.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_children_left():
+    before = set(children())
+    yield
+    assert set(children()) <= before, "a sandbox child was left running or unreaped"
+
+
+def rejection(func, *args, **limits) -> Rejected:
+    with pytest.raises(Rejected) as caught:
+        run_isolated(func, *args, **{**LIMITS, **limits})
+    return caught.value
+
+
+def test_returns_the_functions_value():
+    assert run_isolated(add, 2, 3, **LIMITS) == 5
+
+
+def test_bytes_arguments_reach_the_child():
+    data = b"hello" + os.urandom(3 * 1024 * 1024)
+    assert run_isolated(echo_bytes, data, **LIMITS) == (len(data), "hello")
+
+
+def test_rejected_comes_back_as_the_same_class_with_reason_and_details():
+    stop = rejection(reject)
+    assert (stop.reason, stop.message, stop.details) == ("corrupt", "the moov atom is missing", {"at": 3})
+
+
+def test_failed_comes_back_as_failed_and_keeps_retryable():
+    with pytest.raises(Failed) as caught:
+        run_isolated(fail, **LIMITS)
+    assert (caught.value.reason, caught.value.retryable) == ("store_unavailable", True)
+
+
+def test_segfault_is_decoder_crashed():
+    stop = rejection(segfault)
+    assert (stop.reason, stop.message) == ("decoder_crashed", "SIGSEGV while decoding")
+
+
+def test_abort_is_decoder_crashed():
+    assert rejection(abort).message == "SIGABRT while decoding"
+
+
+def test_wall_clock_timeout_kills_the_child_promptly():
+    started = time.monotonic()
+    assert rejection(sleep_forever, timeout=1).reason == "decode_timeout"
+    assert time.monotonic() - started < 3
+
+
+def test_cpu_limit_is_decode_timeout():
+    stop = rejection(spin, cpu_seconds=1, timeout=20)
+    assert (stop.reason, stop.message) == ("decode_timeout", "decoding used more than 1 s of CPU")
+
+
+def test_allocating_past_the_memory_limit_is_rejected():
+    stop = rejection(allocate_2_gib, memory_bytes=256 * 1024 * 1024)
+    assert stop.reason in {"decoder_out_of_memory", "decoder_crashed"}
+
+
+def test_other_exceptions_are_retryable_internal_errors():
+    with pytest.raises(Failed) as caught:
+        run_isolated(boom, **LIMITS)
+    assert caught.value.reason == "internal_error" and caught.value.retryable
+    assert "KeyError" in caught.value.message and "boom" in caught.value.details["traceback"]
+
+
+def test_stray_stdout_does_not_corrupt_the_result():
+    assert run_isolated(shout_and_return, **LIMITS) == "clean"
+
+
+def test_child_scratch_space_is_removed(tmp_path):
+    path = run_isolated(write_scratch_file, **LIMITS)
+    assert "mediafarm-sandbox-" in path and not os.path.exists(path)
+
+
+def test_a_result_naming_arbitrary_callables_is_refused():
+    with pytest.raises(Failed) as caught:
+        run_isolated(return_a_function, **LIMITS)
+    assert caught.value.reason == "internal_error" and "may not appear" in caught.value.message
+
+
+def test_lambdas_fail_in_the_parent():
+    with pytest.raises(Exception):
+        run_isolated(lambda: 1, **LIMITS)
+
+
+def test_parent_carries_on_after_crashes_and_neighbours_finish():
+    outcomes = []
+    for func in (add, segfault, add, sleep_forever, add):
+        try:
+            outcomes.append(run_isolated(func, *((1, 1) if func is add else ()), **{**LIMITS, "timeout": 1}))
+        except Rejected as stop:
+            outcomes.append(stop.reason)
+    assert outcomes == [2, "decoder_crashed", 2, "decode_timeout", 2]
