@@ -72,6 +72,7 @@ def start_clamd(
     port: int | None = None,
     stream_max_length: str = "100M",
     timeout: float = 60,
+    max_file_size: str | None = None,
 ) -> LocalClamd:
     """Write a clamd.conf in ``workdir``, start clamd and wait until it answers PING."""
     if find_clamd() is None:
@@ -80,16 +81,19 @@ def start_clamd(
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
     conf = workdir / "clamd.conf"
-    conf.write_text(_config_text(Path(database_dir).resolve(), workdir, port, stream_max_length))
+    conf.write_text(_config_text(Path(database_dir).resolve(), workdir, port, stream_max_length,
+                                 max_file_size))
     process = _launch(conf, workdir)
     _wait_until_ready(process, port, workdir, timeout)
     return LocalClamd(url=f"tcp://127.0.0.1:{port}", process=process, workdir=workdir, timeout=timeout)
 
 
-def _config_text(database_dir: Path, workdir: Path, port: int, stream_max_length: str) -> str:
+def _config_text(database_dir: Path, workdir: Path, port: int, stream_max_length: str,
+                 max_file_size: str | None = None) -> str:
     """Render a minimal clamd.conf; no User line so clamd keeps the caller's uid."""
-    # clamd silently truncates scans at MaxFileSize/MaxScanSize, so they must cover a full stream.
-    limit = max(_parse_size(stream_max_length), _parse_size("100M"))
+    # Past MaxFileSize/MaxScanSize clamd stops scanning; by default they cover a full stream,
+    # and a smaller max_file_size exercises the AlertExceedsMax heuristic.
+    limit = max_file_size or max(_parse_size(stream_max_length), _parse_size("100M"))
     lines = [
         f"DatabaseDirectory {database_dir}",
         f"TCPSocket {port}",

@@ -93,7 +93,7 @@ def scan(data: bytes, scanner: ClamdScanner) -> ScanVerdict:
     if found := _FOUND.match(answer):
         signature = found["signature"]
         details["signature"] = signature
-        if ".Heuristics.Limits.Exceeded" in signature:
+        if signature.startswith("Heuristics.Limits.Exceeded"):
             raise Rejected("scan_limit_exceeded",
                            f"the file exceeds the scanner's limits ({signature})", details=details)
         raise Rejected("infected", f"the scanner found {signature}", details=details)

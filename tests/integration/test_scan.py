@@ -62,6 +62,19 @@ def test_stream_over_clamd_limit_is_rejected_not_passed(tmp_path):
         small.stop()
 
 
+@pytest.mark.slow
+def test_file_over_clamd_scan_limits_is_rejected_by_the_heuristic(tmp_path):
+    # AlertExceedsMax: clamd reports what it could not scan whole instead of calling it clean.
+    limited = start_clamd(SIGNATURES, tmp_path, stream_max_length="20M", max_file_size="1M")
+    try:
+        with pytest.raises(Rejected) as caught:
+            scan(os.urandom(2 * 1024 * 1024), ClamdScanner(limited.url))
+        assert caught.value.reason == "scan_limit_exceeded"
+        assert "Heuristics.Limits.Exceeded" in caught.value.details["signature"]
+    finally:
+        limited.stop()
+
+
 def test_bad_scanner_url_is_a_clear_error():
     with pytest.raises(ValueError, match="tcp://HOST:PORT"):
         ClamdScanner("http://localhost:3310")
