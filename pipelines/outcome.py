@@ -13,10 +13,6 @@ class Status(StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
 
-    @property
-    def terminal(self) -> bool:
-        return self in (Status.READY, Status.REJECTED, Status.FAILED)
-
 
 class StageStop(Exception):
     """Raised by a stage to end an asset's run with a terminal status and a reason.
