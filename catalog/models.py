@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String,
-                        Text, UniqueConstraint, func)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SHA256 = String(64)
@@ -23,6 +23,8 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     media_type: Mapped[str] = mapped_column(String(100))
     store: Mapped[str] = mapped_column(String(40))
+    # For originals: dimensions, orientation, camera, capture time, colour space.
+    media_metadata: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -74,6 +76,7 @@ class Rendition(Base):
     """An output, keyed by what made it: (source digest, recipe id, preset)."""
 
     __tablename__ = "renditions"
+    __table_args__ = (Index("ix_renditions_source_preset", "source_sha256", "preset_id"),)
     source_sha256: Mapped[str] = mapped_column(SHA256, ForeignKey("blobs.sha256"), primary_key=True)
     recipe_id: Mapped[str] = mapped_column(String(64), ForeignKey("recipes.id"), primary_key=True)
     preset: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -83,6 +86,11 @@ class Rendition(Base):
     height: Mapped[int] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger)
     quality: Mapped[int | None] = mapped_column(Integer)
+    # What the bytes depend on (preset + tools): equal ids across recipes share one output.
+    preset_id: Mapped[str | None] = mapped_column(String(64))
+    metric_name: Mapped[str | None] = mapped_column(String(20))
+    metric_value: Mapped[float | None] = mapped_column(Float)
+    encoder: Mapped[dict | None] = mapped_column(JSON)
     tool_versions: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

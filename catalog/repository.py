@@ -53,7 +53,11 @@ class RenditionRecord:
     bytes: int
     quality: int | None
     media_type: str
+    preset_id: str
     tool_versions: dict = field(default_factory=dict)
+    metric_name: str | None = None
+    metric_value: float | None = None
+    encoder: dict | None = None
 
 
 class Catalog:
@@ -138,11 +142,12 @@ class Catalog:
     def mark_processing(self, asset_id: str, attempt: int) -> None:
         self._update_asset(asset_id, attempt, status="processing")
 
-    def put_blob(self, sha256: str, size: int, media_type: str, store: str) -> None:
+    def put_blob(self, sha256: str, size: int, media_type: str, store: str,
+                 metadata: dict | None = None) -> None:
         with self.engine.begin() as conn:
             self._upsert(conn, Blob.__table__, [{"sha256": sha256, "size": size,
-                                                 "media_type": media_type, "store": store}],
-                         ["sha256"])
+                                                 "media_type": media_type, "store": store,
+                                                 "media_metadata": metadata}], ["sha256"])
 
     def renditions(self, source_sha256: str, recipe_id: str) -> list[dict]:
         with self.engine.connect() as conn:
@@ -151,6 +156,13 @@ class Catalog:
                                        Rendition.recipe_id == recipe_id)
                                 .order_by(Rendition.preset))
             return [dict(row._mapping) for row in rows]
+
+    def renditions_by_preset(self, source_sha256: str, preset_ids: Sequence[str]) -> dict[str, dict]:
+        """Renditions of this source already made with these preset ids, under any recipe."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Rendition.__table__).where(
+                Rendition.source_sha256 == source_sha256, Rendition.preset_id.in_(list(preset_ids))))
+            return {row.preset_id: dict(row._mapping) for row in rows}
 
     def record_ready(self, asset_id: str, attempt: int, source_sha256: str, recipe_id: str,
                      renditions: Sequence[RenditionRecord], store: str) -> None:
@@ -163,6 +175,8 @@ class Catalog:
                 {"source_sha256": source_sha256, "recipe_id": recipe_id, "preset": r.preset,
                  "output_sha256": r.output_sha256, "format": r.format, "width": r.width,
                  "height": r.height, "bytes": r.bytes, "quality": r.quality,
+                 "preset_id": r.preset_id, "metric_name": r.metric_name,
+                 "metric_value": r.metric_value, "encoder": r.encoder,
                  "tool_versions": r.tool_versions} for r in renditions],
                 ["source_sha256", "recipe_id", "preset"])
             version = self._version(conn, asset_id, source_sha256, recipe_id)
@@ -208,5 +222,7 @@ def asset_summary(asset: dict, renditions: list[dict]) -> dict:
             "retryable": asset["retryable"], "sha256": asset["sha256"],
             "version": asset["current_version"],
             "renditions": [{"preset": r["preset"], "format": r["format"], "width": r["width"],
-                            "height": r["height"], "bytes": r["bytes"],
+                            "height": r["height"], "bytes": r["bytes"], "quality": r["quality"],
+                            "metric": ({r["metric_name"]: r["metric_value"]}
+                                       if r["metric_name"] else None),
                             "sha256": r["output_sha256"]} for r in renditions]}

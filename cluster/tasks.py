@@ -21,7 +21,7 @@ from cluster.config import Settings
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outcome import Failed, Rejected, StageStop, Status, Stop
 from pipelines.raster import Raster
-from pipelines.recipe import Recipe
+from pipelines.recipe import Preset, Recipe
 from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
 from pipelines.upload.hashing import sha256_hex
@@ -117,21 +117,30 @@ def hash_task(job: Job, carry: Carry) -> Carry:
         digest = sha256_hex(carry.data)
         catalog = runtime.catalog(job.settings)
         created = runtime.stores(job.settings)["originals"].put(digest, carry.data)
-        catalog.put_blob(digest, len(carry.data), carry.validated.media_type, "originals")
-        existing = catalog.renditions(digest, job.recipe.id)
-        # The same bytes with the same recipe were rendered before: reuse, do not decode.
-        reused = tuple(existing) if {r["preset"] for r in existing} == {
-            p.name for p in job.recipe.presets} else ()
+        catalog.put_blob(digest, len(carry.data), carry.validated.media_type, "originals",
+                         carry.validated.metadata)
+        # Renditions these bytes already have with identical presets, under any recipe, are
+        # reused: the same bytes or an unchanged preset is never decoded or encoded again.
+        ids = {job.recipe.preset_id(p): p.name for p in job.recipe.presets}
+        existing = catalog.renditions_by_preset(digest, list(ids))
+        reused = tuple({**row, "preset": ids[preset_id]} for preset_id, row in existing.items())
         return replace(carry, sha256=digest, reused=reused,
-                       details={"sha256": digest, "stored": created, "deduplicated": bool(reused)})
+                       details={"sha256": digest, "stored": created,
+                                "reused": sorted(r["preset"] for r in reused)})
     return _run("hash", job, carry, body)
+
+
+def _todo(job: Job, carry: Carry) -> tuple[Preset, ...]:
+    done = {r["preset"] for r in carry.reused}
+    return tuple(p for p in job.recipe.presets if p.name not in done)
 
 
 def resize_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
-        if carry.reused:
-            return replace(carry, details={"skipped": "deduplicated"})
-        rasters = tuple(resize(carry.data, job.recipe.presets))
+        todo = _todo(job, carry)
+        if not todo:
+            return replace(carry, data=None, details={"skipped": "every preset reused"})
+        rasters = tuple(resize(carry.data, todo))
         return replace(carry, data=None, rasters=rasters,
                        details={r.preset: [r.width, r.height] for r in rasters})
     return _run("resize", job, carry, body)
@@ -139,20 +148,21 @@ def resize_task(job: Job, carry: Carry) -> Carry:
 
 def convert_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
-        if carry.reused:
-            return replace(carry, details={"skipped": "deduplicated"})
+        if not carry.rasters:
+            return replace(carry, details={"skipped": "every preset reused"})
         return replace(carry, rasters=tuple(to_srgb(r) for r in carry.rasters))
     return _run("convert", job, carry, body)
 
 
 def compress_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
-        if carry.reused:
-            return replace(carry, details={"skipped": "deduplicated"})
+        if not carry.rasters:
+            return replace(carry, details={"skipped": "every preset reused"})
         presets = {p.name: p for p in job.recipe.presets}
         encoded = tuple(compress(r, presets[r.preset]) for r in carry.rasters)
-        return replace(carry, rasters=(), encoded=encoded,
-                       details={e.preset: len(e.data) for e in encoded})
+        return replace(carry, rasters=(), encoded=encoded, details={
+            e.preset: {"format": e.format, "quality": e.quality, "bytes": len(e.data),
+                       "metric": e.metric} for e in encoded})
     return _run("compress", job, carry, body)
 
 
@@ -175,18 +185,21 @@ def record_task(job: Job, carry: Carry) -> dict:
 
 
 def _publish(job: Job, carry: Carry) -> list[RenditionRecord]:
-    if carry.reused:
-        return [RenditionRecord(r["preset"], r["output_sha256"], r["format"], r["width"],
-                                r["height"], r["bytes"], r["quality"], f"image/{r['format']}",
-                                r["tool_versions"]) for r in carry.reused]
+    """Store new encodings and list every rendition of this recipe, reused ones included."""
+    ids = {p.name: job.recipe.preset_id(p) for p in job.recipe.presets}
+    records = [RenditionRecord(r["preset"], r["output_sha256"], r["format"], r["width"],
+                               r["height"], r["bytes"], r["quality"], f"image/{r['format']}",
+                               ids[r["preset"]], r["tool_versions"], r["metric_name"],
+                               r["metric_value"], r["encoder"]) for r in carry.reused]
     store = runtime.stores(job.settings)["renditions"]
-    records = []
     for encoded in carry.encoded:
         digest = sha256_hex(encoded.data)
         store.put(digest, encoded.data)
-        records.append(RenditionRecord(encoded.preset, digest, encoded.format, encoded.width,
-                                       encoded.height, len(encoded.data), encoded.quality,
-                                       encoded.media_type, tool_versions()))
+        metric_name, metric_value = encoded.metric or (None, None)
+        records.append(RenditionRecord(
+            encoded.preset, digest, encoded.format, encoded.width, encoded.height,
+            len(encoded.data), encoded.quality, encoded.media_type, ids[encoded.preset],
+            tool_versions(), metric_name, metric_value, encoded.settings))
     return records
 
 

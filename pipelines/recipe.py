@@ -1,8 +1,10 @@
-"""Recipes are data: a named list of presets, identified by a content hash.
+"""Recipes are data: a named list of presets, identified by content hashes.
 
 A recipe id hashes the canonical recipe plus the versions of the tools that
 shape the output, so a rendition key (source sha256, recipe id, preset) changes
-exactly when the bytes it names could change.
+exactly when the bytes it names could change. Each preset has an id of its own
+(its definition plus the tool versions): when a recipe changes one preset, the
+others keep their ids and their renditions are reused, not made again.
 """
 
 from __future__ import annotations
@@ -12,32 +14,73 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-FITS = ("contain", "cover")
-FORMATS = ("webp",)
+FITS = ("contain", "cover", "fill")
+CROPS = ("centre", "attention", "entropy", "low", "high")
+FORMATS = ("webp", "avif", "jpeg", "png")
+ALPHA_FORMATS = ("webp", "avif", "png")
+
+
+def _hash(data: object, length: int = 32) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True)
 class Preset:
+    """One rendition: its box, how to fit the image into it, and how to encode it.
+
+    ``format`` is one of FORMATS or ``auto`` (the smallest of ``candidates``).
+    ``target_ssim`` or ``target_bytes`` turn ``quality`` into a ceiling for a
+    search that keeps the smallest encoding meeting the target.
+    """
+
     name: str
     width: int
     height: int | None = None
     fit: str = "contain"
+    crop: str = "centre"
     format: str = "webp"
     quality: int = 80
+    candidates: tuple[str, ...] = ("webp", "avif", "jpeg")
+    target_ssim: float | None = None
+    target_bytes: int | None = None
+    background: tuple[int, int, int] = (255, 255, 255)
 
     def __post_init__(self) -> None:
+        def bad(message: str) -> ValueError:
+            return ValueError(f"preset {self.name!r}: {message}")
+
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"preset name {self.name!r} must be letters, digits, '-' or '_'")
         if self.width <= 0 or (self.height is not None and self.height <= 0):
-            raise ValueError(f"preset {self.name!r}: width and height must be positive")
+            raise bad("width and height must be positive")
         if self.fit not in FITS:
-            raise ValueError(f"preset {self.name!r}: fit {self.fit!r} is not one of {FITS}")
-        if self.fit == "cover" and self.height is None:
-            raise ValueError(f"preset {self.name!r}: fit 'cover' needs a height")
-        if self.format not in FORMATS:
-            raise ValueError(f"preset {self.name!r}: format {self.format!r} is not one of {FORMATS}")
+            raise bad(f"fit {self.fit!r} is not one of {FITS}")
+        if self.fit in ("cover", "fill") and self.height is None:
+            raise bad(f"fit {self.fit!r} needs a height")
+        if self.crop not in CROPS:
+            raise bad(f"crop {self.crop!r} is not one of {CROPS}")
+        if self.format not in FORMATS + ("auto",):
+            raise bad(f"format {self.format!r} is not one of {FORMATS + ('auto',)}")
+        if not self.candidates or set(self.candidates) - set(FORMATS):
+            raise bad(f"candidates {self.candidates!r} must be among {FORMATS}")
         if not 1 <= self.quality <= 100:
-            raise ValueError(f"preset {self.name!r}: quality must be 1..100")
+            raise bad("quality must be 1..100")
+        if self.target_ssim is not None and not 0 < self.target_ssim < 1:
+            raise bad("target_ssim must be between 0 and 1")
+        if self.target_bytes is not None and self.target_bytes <= 0:
+            raise bad("target_bytes must be positive")
+        if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
+            raise bad("background is three 0..255 values")
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The formats to try: the chosen one, or every candidate for ``auto``."""
+        return self.candidates if self.format == "auto" else (self.format,)
+
+    def box(self) -> tuple[int, int]:
+        """The box the preset fits into; ``contain`` without a height is a square."""
+        return self.width, self.height or self.width
 
 
 @dataclass(frozen=True)
@@ -63,8 +106,11 @@ class Recipe:
 
     @property
     def id(self) -> str:
-        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+        return _hash(self.canonical())
+
+    def preset_id(self, preset: Preset) -> str:
+        """What a rendition's bytes depend on: the preset and the tools, not its neighbours."""
+        return _hash({"preset": asdict(preset), "tools": dict(sorted(self.tool_versions))})
 
     def with_tools(self, versions: dict[str, str]) -> "Recipe":
         return Recipe(self.name, self.presets, tuple(sorted(versions.items())))
@@ -91,7 +137,11 @@ def recipe_from_dict(data: dict) -> Recipe:
         unknown = set(item) - known
         if unknown:
             raise ValueError(f"preset {item.get('name')!r}: unknown keys {sorted(unknown)}")
-        presets.append(Preset(**item))
+        values = dict(item)
+        for key in ("candidates", "background"):  # lists in YAML, tuples in a frozen preset
+            if key in values:
+                values[key] = tuple(values[key])
+        presets.append(Preset(**values))
     return Recipe(name=str(data.get("name", "custom")), presets=tuple(presets))
 
 

@@ -7,11 +7,12 @@ header-only probe shows they are within the limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyvips
 
 from pipelines.outcome import Rejected
+from pipelines.upload.metadata import image_metadata
 from pipelines.vips import first_line
 
 # Formats each media kind accepts; everything else is recognised only to say why not.
@@ -39,6 +40,7 @@ class Validated:
     width: int
     height: int
     frames: int = 1
+    metadata: dict = field(default_factory=dict)
 
 
 def sniff(head: bytes) -> str | None:
@@ -117,7 +119,8 @@ def _validate_image(data: bytes, kind: str, limits: Limits) -> Validated:
     if frames > limits.max_frames or frames * width * height > limits.max_total_pixels:
         raise Rejected("over_limit", f"{frames} frames of {width}x{height} exceed the animation "
                        f"limits ({limits.max_frames} frames, {limits.max_total_pixels} pixels)")
-    return Validated(kind, IMAGE_FORMATS[kind], "image", width, height, frames)
+    return Validated(kind, IMAGE_FORMATS[kind], "image", width, height, frames,
+                     image_metadata(header))
 
 
 _LOADER_PREFIX = {"jpeg": "jpegload", "png": "pngload", "webp": "webpload", "gif": "gifload",

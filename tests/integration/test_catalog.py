@@ -16,7 +16,8 @@ A, B = "a" * 64, "b" * 64
 def _ready(catalog: Catalog, asset_id: str, attempt: int, source: str = A) -> None:
     catalog.put_blob(source, 100, "image/jpeg", "originals")
     catalog.record_ready(asset_id, attempt, source, "r1", [
-        RenditionRecord("thumb", "c" * 64, "webp", 150, 150, 10, 80, "image/webp", {"libvips": "x"})],
+        RenditionRecord("thumb", "c" * 64, "webp", 150, 150, 10, 80, "image/webp", "p1",
+                        {"libvips": "x"})],
         "renditions")
 
 

@@ -51,6 +51,16 @@ def test_unreachable_scanner_fails_closed_and_retryable():
     assert caught.value.retryable
 
 
+def test_a_scanner_that_never_answers_times_out_and_fails_closed():
+    with socket.socket() as silent:  # accepts into its backlog, never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(Failed) as caught:
+            scan(b"anything", ClamdScanner(url, timeout=0.5))
+    assert caught.value.reason == "scanner_unavailable" and caught.value.retryable
+
+
 @pytest.mark.slow
 def test_stream_over_clamd_limit_is_rejected_not_passed(tmp_path):
     small = start_clamd(SIGNATURES, tmp_path, stream_max_length="1M")

@@ -44,12 +44,33 @@ def test_recipe_id_changes_when_a_tool_version_changes():
     {"quality": 0},
     {"quality": 101},
     {"width": 0},
-    {"format": "png"},
+    {"format": "gif"},
+    {"fit": "fill"},
+    {"crop": "top-left"},
+    {"format": "auto", "candidates": ("webp", "bmp")},
+    {"target_ssim": 1.5},
+    {"target_bytes": 0},
+    {"background": (0, 0, 300)},
 ])
 def test_invalid_presets_are_refused(kwargs):
     fields = {"name": "p", "width": 100} | kwargs
     with pytest.raises(ValueError):
         Preset(**fields)
+
+
+def test_changing_one_preset_keeps_the_other_presets_ids():
+    before = Recipe("r", (SMALL, Preset("large", 1600))).with_tools({"libvips": "8.18"})
+    after = Recipe("r", (SMALL, Preset("large", 1600, quality=90))).with_tools({"libvips": "8.18"})
+    assert before.id != after.id
+    assert before.preset_id(SMALL) == after.preset_id(SMALL)
+    assert before.preset_id(before.presets[1]) != after.preset_id(after.presets[1])
+    newer_tools = after.with_tools({"libvips": "8.19"})
+    assert newer_tools.preset_id(SMALL) != after.preset_id(SMALL)
+
+
+def test_auto_format_tries_every_candidate():
+    assert Preset("p", 100, format="auto", candidates=("avif", "jpeg")).formats == ("avif", "jpeg")
+    assert Preset("p", 100, format="png").formats == ("png",)
 
 
 def test_a_recipe_may_not_repeat_a_preset_name():
