@@ -19,12 +19,28 @@ class Raster:
     interpretation: str    # libvips colour interpretation: srgb, cmyk, b-w...
     pixels: bytes
     icc: bytes | None = None
+    # Animations are a vertical strip of frames, page_height tall each.
+    page_height: int | None = None
+    delay: tuple[int, ...] | None = None
+    loop: int | None = None
+
+    @property
+    def frames(self) -> int:
+        return self.height // self.page_height if self.page_height else 1
 
     @classmethod
     def from_image(cls, preset: str, image: pyvips.Image) -> "Raster":
-        icc = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
+        def field(name: str):
+            return image.get(name) if image.get_typeof(name) else None
+
+        page_height = field("page-height")
+        animated = page_height and page_height < image.height
+        delay = field("delay")
         return cls(preset, image.width, image.height, image.bands, image.format,
-                   image.interpretation, image.write_to_memory(), icc)
+                   image.interpretation, image.write_to_memory(), field("icc-profile-data"),
+                   page_height if animated else None,
+                   tuple(delay) if animated and delay else None,
+                   field("loop") if animated else None)
 
     def to_image(self) -> pyvips.Image:
         image = pyvips.Image.new_from_memory(self.pixels, self.width, self.height,
@@ -32,4 +48,9 @@ class Raster:
         image = image.copy(interpretation=self.interpretation)
         if self.icc:
             image.set_type(pyvips.GValue.blob_type, "icc-profile-data", self.icc)
+        if self.page_height:
+            image.set_type(pyvips.GValue.gint_type, "page-height", self.page_height)
+            if self.delay:
+                image.set_type(pyvips.GValue.array_int_type, "delay", list(self.delay))
+            image.set_type(pyvips.GValue.gint_type, "loop", self.loop or 0)
         return image

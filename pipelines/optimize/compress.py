@@ -19,7 +19,7 @@ from pipelines.optimize.metrics import ssim
 from pipelines.raster import Raster
 from pipelines.recipe import ALPHA_FORMATS, Preset
 
-MIN_QUALITY = 20
+MIN_QUALITY = 1
 
 # Encoder settings chosen for throughput: low effort costs a few percent in size
 # and saves most of the time; JPEG is progressive with optimised Huffman tables.
@@ -30,6 +30,7 @@ ENCODERS: dict[str, tuple[str, dict]] = {
     "png": ("pngsave_buffer", {"compression": 6}),
 }
 _LOSSY = ("webp", "avif", "jpeg")
+ANIMATED_FORMATS = ("webp",)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,11 @@ class Encoded:
 
 def compress(raster: Raster, preset: Preset) -> Encoded:
     image = raster.to_image()
-    encodings = [_encode_for_target(image, raster.preset, fmt, preset) for fmt in preset.formats]
+    formats = preset.formats
+    if raster.frames > 1 and preset.format == "auto":
+        # A still frame is always smaller than the animation; auto must not drop the motion.
+        formats = tuple(f for f in formats if f in ANIMATED_FORMATS) or formats
+    encodings = [_encode_for_target(image, raster.preset, fmt, preset) for fmt in formats]
     return min(encodings, key=lambda e: len(e.data))
 
 
@@ -67,8 +72,15 @@ def encode(image: pyvips.Image, fmt: str, quality: int | None,
 
 
 def _encode_for_target(image: pyvips.Image, name: str, fmt: str, preset: Preset) -> Encoded:
+    # Animations are a strip of frames: formats that cannot animate get the first one.
+    animated = bool(image.get_typeof("page-height"))
+    frame_height = image.get("page-height") if animated else image.height
+    if animated and fmt not in ANIMATED_FORMATS:
+        image, animated = image.crop(0, 0, image.width, frame_height), False
+    load_options = {"n": -1} if animated else {}
+
     def make(quality: int | None, data: bytes, metric: tuple[str, float] | None = None) -> Encoded:
-        return Encoded(name, fmt, image.width, image.height, quality, data, metric,
+        return Encoded(name, fmt, image.width, frame_height, quality, data, metric,
                        dict(ENCODERS[fmt][1]))
 
     if fmt not in _LOSSY:
@@ -78,10 +90,9 @@ def _encode_for_target(image: pyvips.Image, name: str, fmt: str, preset: Preset)
 
     if preset.target_ssim is not None:
         # Compared with what the encoder was given: the resized, sRGB rendition.
-        reference = image.flatten(background=list(preset.background)) if image.hasalpha() else image
-
         def meets_ssim(data: bytes) -> tuple[bool, float]:
-            value = ssim(reference, pyvips.Image.new_from_buffer(data, ""))
+            decoded = pyvips.Image.new_from_buffer(data, "", **load_options)
+            value = ssim(image, decoded, preset.background)
             return value >= preset.target_ssim, value
 
         quality, data, value = _search_quality(encode_at, preset.quality, meets_ssim)

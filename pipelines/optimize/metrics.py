@@ -8,11 +8,15 @@ _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
 
 
-def ssim(reference: pyvips.Image, candidate: pyvips.Image) -> float:
-    """Mean structural similarity of two same-sized images, 1.0 for identical ones."""
+def ssim(reference: pyvips.Image, candidate: pyvips.Image,
+         background: tuple[int, int, int] = (255, 255, 255)) -> float:
+    """Mean structural similarity of two same-sized images, 1.0 for identical ones.
+
+    Transparent pixels are compared as seen on ``background``, the same for both.
+    """
     if (reference.width, reference.height) != (candidate.width, candidate.height):
         raise ValueError("SSIM compares images of the same size")
-    a, b = _luma(reference), _luma(candidate)
+    a, b = _luma(reference, background), _luma(candidate, background)
 
     def blur(image: pyvips.Image) -> pyvips.Image:
         return image.gaussblur(1.5, precision="float")
@@ -26,7 +30,8 @@ def ssim(reference: pyvips.Image, candidate: pyvips.Image) -> float:
     return float((numerator / denominator).avg())
 
 
-def _luma(image: pyvips.Image) -> pyvips.Image:
+def _luma(image: pyvips.Image, background: tuple[int, int, int]) -> pyvips.Image:
     if image.hasalpha():
-        image = image.flatten(background=[255])
+        image = image.flatten(background=list(background) if image.bands > 2 else
+                              [sum(background) / 3])
     return image.colourspace("b-w")[0].cast("float")

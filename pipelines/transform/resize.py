@@ -28,22 +28,54 @@ def resize(data: bytes, presets: tuple[Preset, ...]) -> list[Raster]:
     the box exactly.
     """
     try:
-        width, height = _upright_size(data)
+        width, height, frames = _header(data)
+        if frames > 1:
+            return [Raster.from_image(p.name, _animated(data, p, width, height)) for p in presets]
         scale = min(1.0, max(_scale(p, width, height) for p in presets))
         intermediate = pyvips.Image.thumbnail_buffer(
             data, math.ceil(width * scale), height=math.ceil(height * scale), size="down",
             option_string="fail_on=truncated").copy_memory()
-        return [Raster.from_image(p.name, _fit(intermediate, p)) for p in presets]
+        return [Raster.from_image(p.name, _fit(intermediate, p, width, height)) for p in presets]
     except pyvips.Error as exc:
         raise Rejected("corrupt", f"the image cannot be decoded: {first_line(exc)}") from exc
 
 
-def _upright_size(data: bytes) -> tuple[int, int]:
+def _header(data: bytes) -> tuple[int, int, int]:
+    """Upright width and height, and the frame count."""
     header = pyvips.Image.new_from_buffer(data, "", access="sequential")
     orientation = header.get("orientation") if header.get_typeof("orientation") else 1
+    frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
     if orientation in _ROTATED:
-        return header.height, header.width
-    return header.width, header.height
+        return header.height, header.width, frames
+    return header.width, header.height, frames
+
+
+def _animated(data: bytes, preset: Preset, width: int, height: int) -> pyvips.Image:
+    """Every frame resized alike; validate has bounded frames x pixels already.
+
+    ``thumbnail`` keeps page-height and delays for contain and fill, but its crop
+    keeps only the first frame, so cover resizes the strip and crops each frame.
+    """
+    box_width, box_height = preset.box()
+    scale = min(1.0, _scale(preset, width, height))
+    load = "n=-1,fail_on=truncated"
+    if preset.fit != "cover":
+        return pyvips.Image.thumbnail_buffer(
+            data, box_width, height=box_height, option_string=load,
+            size="force" if preset.fit == "fill" else "down").copy_memory()
+    strip = pyvips.Image.thumbnail_buffer(data, math.ceil(width * scale),
+                                          height=math.ceil(height * scale), option_string=load)
+    page = strip.get("page-height")
+    crop_width, crop_height = min(box_width, strip.width), min(box_height, page)
+    left, top = (strip.width - crop_width) // 2, (page - crop_height) // 2
+    frames = [strip.crop(left, index * page + top, crop_width, crop_height)
+              for index in range(strip.height // page)]
+    cropped = pyvips.Image.arrayjoin(frames, across=1).copy_memory()
+    cropped.set_type(pyvips.GValue.gint_type, "page-height", crop_height)
+    for name in ("delay", "loop"):
+        if strip.get_typeof(name):
+            cropped.set_type(strip.get_typeof(name), name, strip.get(name))
+    return cropped
 
 
 def _scale(preset: Preset, width: int, height: int) -> float:
@@ -54,10 +86,13 @@ def _scale(preset: Preset, width: int, height: int) -> float:
     return max(box_width / width, box_height / height)
 
 
-def _fit(image: pyvips.Image, preset: Preset) -> pyvips.Image:
+def _fit(image: pyvips.Image, preset: Preset, width: int, height: int) -> pyvips.Image:
+    """Cut one preset from the intermediate, sized from the original so no neighbour changes it."""
     box_width, box_height = preset.box()
     if preset.fit == "contain":
-        return image.thumbnail_image(box_width, height=box_height, size="down")
+        scale = min(1.0, _scale(preset, width, height))
+        return image.thumbnail_image(max(1, round(width * scale)),
+                                     height=max(1, round(height * scale)), size="force")
     if preset.fit == "cover":
         return image.thumbnail_image(box_width, height=box_height, crop=preset.crop, size="down")
     return image.thumbnail_image(box_width, height=box_height, size="force")
