@@ -83,16 +83,73 @@ class Preset:
         return self.width, self.height or self.width
 
 
+VIDEO_CODECS = ("libx264", "libsvtav1", "libvpx-vp9")
+AUDIO_CODECS = ("aac", "libopus")
+CONTAINERS = {"mp4": ("libx264", "libsvtav1", "aac", "libopus"),
+              "webm": ("libvpx-vp9", "libsvtav1", "libopus"),
+              "ogg": ("libopus",)}
+
+
+@dataclass(frozen=True)
+class VideoPreset:
+    """A video (or audio-only) rendition ladder: one encoding per height, never upscaled.
+
+    ``crf`` or ``bit_rate`` sets the rate control; ``speed`` is the encoder's own
+    preset (x264: ultrafast..veryslow; SVT-AV1: 0..13; VP9: cpu-used 0..8).
+    Audio-only sources get one audio rendition in the same container (``ogg``
+    for Opus in ``webm``). ``hls`` also packages the ladder as HLS.
+    """
+
+    name: str
+    codec: str = "libx264"
+    heights: tuple[int, ...] = (360, 720, 1080)
+    crf: int | None = 23
+    bit_rate: int | None = None
+    speed: str = "veryfast"
+    gop_seconds: float = 2.0
+    pix_fmt: str = "yuv420p"
+    audio_codec: str | None = "aac"
+    audio_bit_rate: int = 128_000
+    container: str = "mp4"
+    hls: bool = False
+    preview_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        def bad(message: str) -> ValueError:
+            return ValueError(f"video preset {self.name!r}: {message}")
+
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"preset name {self.name!r} must be letters, digits, '-' or '_'")
+        if self.codec not in VIDEO_CODECS:
+            raise bad(f"codec {self.codec!r} is not one of {VIDEO_CODECS}")
+        if self.audio_codec is not None and self.audio_codec not in AUDIO_CODECS:
+            raise bad(f"audio codec {self.audio_codec!r} is not one of {AUDIO_CODECS}")
+        if self.container not in CONTAINERS:
+            raise bad(f"container {self.container!r} is not one of {tuple(CONTAINERS)}")
+        for codec in (self.codec, self.audio_codec):
+            if codec and codec not in CONTAINERS[self.container]:
+                raise bad(f"{codec} does not go in {self.container}")
+        if not self.heights or any(h <= 0 or h % 2 for h in self.heights):
+            raise bad("heights are positive even numbers")
+        if (self.crf is None) == (self.bit_rate is None):
+            raise bad("set exactly one of crf and bit_rate")
+        if self.gop_seconds <= 0 or self.audio_bit_rate <= 0:
+            raise bad("gop_seconds and audio_bit_rate must be positive")
+        if self.hls and self.container != "mp4":
+            raise bad("HLS packaging takes mp4 renditions")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
     presets: tuple[Preset, ...]
     tool_versions: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    video: tuple[VideoPreset, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.presets:
             raise ValueError(f"recipe {self.name!r} has no presets")
-        names = [p.name for p in self.presets]
+        names = [p.name for p in self.presets + self.video]
         if len(set(names)) != len(names):
             raise ValueError(f"recipe {self.name!r} repeats a preset name: {names}")
 
@@ -101,6 +158,7 @@ class Recipe:
         return {
             "name": self.name,
             "presets": [asdict(p) for p in sorted(self.presets, key=lambda p: p.name)],
+            "video": [asdict(p) for p in sorted(self.video, key=lambda p: p.name)],
             "tools": dict(sorted(self.tool_versions)),
         }
 
@@ -108,12 +166,12 @@ class Recipe:
     def id(self) -> str:
         return _hash(self.canonical())
 
-    def preset_id(self, preset: Preset) -> str:
+    def preset_id(self, preset: Preset | VideoPreset) -> str:
         """What a rendition's bytes depend on: the preset and the tools, not its neighbours."""
         return _hash({"preset": asdict(preset), "tools": dict(sorted(self.tool_versions))})
 
     def with_tools(self, versions: dict[str, str]) -> "Recipe":
-        return Recipe(self.name, self.presets, tuple(sorted(versions.items())))
+        return Recipe(self.name, self.presets, tuple(sorted(versions.items())), self.video)
 
 
 DEFAULT_RECIPE = Recipe(
@@ -124,6 +182,7 @@ DEFAULT_RECIPE = Recipe(
         Preset("medium", 800),
         Preset("large", 1600),
     ),
+    video=(VideoPreset("h264"),),
 )
 
 
@@ -142,7 +201,16 @@ def recipe_from_dict(data: dict) -> Recipe:
             if key in values:
                 values[key] = tuple(values[key])
         presets.append(Preset(**values))
-    return Recipe(name=str(data.get("name", "custom")), presets=tuple(presets))
+    video = []
+    for item in data.get("video") or []:
+        unknown = set(item) - set(VideoPreset.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"video preset {item.get('name')!r}: unknown keys {sorted(unknown)}")
+        values = dict(item)
+        if "heights" in values:
+            values["heights"] = tuple(values["heights"])
+        video.append(VideoPreset(**values))
+    return Recipe(name=str(data.get("name", "custom")), presets=tuple(presets), video=tuple(video))
 
 
 def load_recipe(path: str | Path) -> Recipe:
