@@ -43,7 +43,29 @@ class Store:
         Two writers racing on one digest write the same bytes, so either may win; on
         local folders exactly one reports True, on object stores both may.
         """
-        key = self.key(digest)
+        return self._put_if_absent(self.key(digest), data)
+
+    def put_at(self, relative: str, data: bytes) -> bool:
+        """Store ``data`` at a path of its own (an HLS package's files), put-if-absent.
+
+        The path names what made the bytes (source digest, preset id), so two writers
+        of one path write the same bytes, as with digests.
+        """
+        return self._put_if_absent(self._relative_key(relative), data)
+
+    def url_at(self, relative: str) -> str:
+        return self.url + self._relative_key(relative)[len(self.root):]
+
+    def get_at(self, relative: str) -> bytes:
+        return self.fs.cat_file(self._relative_key(relative))
+
+    def _relative_key(self, relative: str) -> str:
+        parts = relative.split("/")
+        if relative.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == "sha256":
+            raise ValueError(f"{relative!r} is not a plain relative path outside sha256/")
+        return f"{self.root}/{relative}"
+
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
         if self.fs.exists(key):
             return False
         if not isinstance(self.fs, LocalFileSystem):

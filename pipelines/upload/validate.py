@@ -7,13 +7,17 @@ header-only probe shows they are within the limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import pyvips
 
 from pipelines.outcome import Rejected
 from pipelines.upload.metadata import image_metadata
 from pipelines.vips import first_line
+
+if TYPE_CHECKING:
+    from pipelines.upload.media_probe import MediaInfo
 
 # Formats each media kind accepts; everything else is recognised only to say why not.
 IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
@@ -41,6 +45,7 @@ class Validated:
     height: int
     frames: int = 1
     metadata: dict = field(default_factory=dict)
+    media: MediaInfo | None = None  # video and audio: what the sandboxed probe found
 
 
 def sniff(head: bytes) -> str | None:
@@ -132,8 +137,10 @@ def _validate_media(data: bytes, kind: str) -> Validated:
 
     info = probe_media(data)  # in a sandboxed subprocess: decoders may crash on hostile files
     video = next((s for s in info.streams if s.kind == "video"), None)
-    media_kind = info.media_kind
-    # Probing proves the file is safe to decode; transcoding presets are not built yet.
-    raise Rejected("unsupported_type", f"{media_kind} ({info.container}"
-                   f"{f', {video.width}x{video.height}' if video else ''}) passed the probe, "
-                   "but video and audio are not transcoded yet")
+    metadata = {"container": info.container, "duration_s": info.duration_s,
+                "bit_rate": info.bit_rate, "streams": [asdict(s) for s in info.streams]}
+    media_type = MEDIA_FORMATS[kind]
+    if info.media_kind == "audio" and media_type.startswith("video/"):
+        media_type = "audio/" + media_type.split("/", 1)[1]
+    return Validated(kind, media_type, info.media_kind, video.width if video else 0,
+                     video.height if video else 0, 1, metadata, info)

@@ -154,3 +154,17 @@ def test_r2_account_id_names_the_cloudflare_endpoint():
                                       "region_name": "auto"}
     assert store.root == "bucket/prefix"
     assert store.url_for("ab" * 32).startswith("r2://bucket/prefix/sha256/ab/ab/")
+
+
+def test_put_at_stores_keyed_objects_beside_the_content_addressed_ones(store):
+    assert store.put_at("hls/abc/720p/index.m3u8", b"#EXTM3U\n")
+    assert not store.put_at("hls/abc/720p/index.m3u8", b"#EXTM3U\n")
+    assert store.get_at("hls/abc/720p/index.m3u8") == b"#EXTM3U\n"
+    assert store.url_at("hls/abc/720p/index.m3u8") == f"{store.url}/hls/abc/720p/index.m3u8"
+    assert store.digests() == []  # keyed objects never pose as content-addressed ones
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../b", "a//b", "sha256/ab/cd/x", ""])
+def test_put_at_refuses_paths_that_escape_or_collide(store, bad):
+    with pytest.raises(ValueError):
+        store.put_at(bad, b"x")
