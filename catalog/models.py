@@ -82,8 +82,9 @@ class Rendition(Base):
     preset: Mapped[str] = mapped_column(String(100), primary_key=True)
     output_sha256: Mapped[str] = mapped_column(SHA256, ForeignKey("blobs.sha256"))
     format: Mapped[str] = mapped_column(String(20))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
+    media_type: Mapped[str | None] = mapped_column(String(100))
+    width: Mapped[int | None] = mapped_column(Integer)   # None for audio
+    height: Mapped[int | None] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger)
     quality: Mapped[int | None] = mapped_column(Integer)
     # What the bytes depend on (preset + tools): equal ids across recipes share one output.

@@ -48,8 +48,8 @@ class RenditionRecord:
     preset: str
     output_sha256: str
     format: str
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     bytes: int
     quality: int | None
     media_type: str
@@ -173,7 +173,8 @@ class Catalog:
                  "store": store} for r in renditions], ["sha256"])
             self._upsert(conn, Rendition.__table__, [
                 {"source_sha256": source_sha256, "recipe_id": recipe_id, "preset": r.preset,
-                 "output_sha256": r.output_sha256, "format": r.format, "width": r.width,
+                 "output_sha256": r.output_sha256, "format": r.format,
+                 "media_type": r.media_type, "width": r.width,
                  "height": r.height, "bytes": r.bytes, "quality": r.quality,
                  "preset_id": r.preset_id, "metric_name": r.metric_name,
                  "metric_value": r.metric_value, "encoder": r.encoder,
@@ -221,8 +222,10 @@ def asset_summary(asset: dict, renditions: list[dict]) -> dict:
             "status": asset["status"], "reason": asset["reason"], "message": asset["message"],
             "retryable": asset["retryable"], "sha256": asset["sha256"],
             "version": asset["current_version"],
-            "renditions": [{"preset": r["preset"], "format": r["format"], "width": r["width"],
+            "renditions": [{"preset": r["preset"], "format": r["format"],
+                            "media_type": r["media_type"], "width": r["width"],
                             "height": r["height"], "bytes": r["bytes"], "quality": r["quality"],
                             "metric": ({r["metric_name"]: r["metric_value"]}
                                        if r["metric_name"] else None),
+                            "playlist": (r["encoder"] or {}).get("playlist"),
                             "sha256": r["output_sha256"]} for r in renditions]}

@@ -34,6 +34,9 @@ class Settings:
     stores: dict[str, StoreConfig] = field(hash=False)
     scheduler_address: str | None = None
     limits: Limits = Limits()
+    # Videos longer than split_after_s are encoded in chunk_s spans on several workers.
+    split_after_s: float = 120.0
+    chunk_s: float = 60.0
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -67,6 +70,8 @@ def load_settings(environ: Mapping[str, str] | None = None,
         stores=stores,
         scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or file_values.get("scheduler_address"),
         limits=_limits(env, file_values.get("limits") or {}),
+        split_after_s=float(pick("split_after_s", "120")),
+        chunk_s=float(pick("chunk_s", "60")),
     )
 
 

@@ -92,7 +92,9 @@ class Farm:
         renditions = self.stores["renditions"]
         for summary in summaries:
             for rendition in summary["renditions"]:
-                rendition["url"] = renditions.url_for(rendition["sha256"])
+                playlist = rendition.pop("playlist")
+                rendition["url"] = (renditions.url_at(playlist) if playlist
+                                    else renditions.url_for(rendition["sha256"]))
         return summaries
 
     def close(self) -> None:

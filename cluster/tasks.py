@@ -16,9 +16,10 @@ from dataclasses import dataclass, field, replace
 import fsspec
 
 from catalog.repository import RenditionRecord, StageRecord, utcnow
-from cluster import runtime
+from cluster import runtime, video_tasks
 from cluster.config import Settings
 from pipelines.optimize.compress import Encoded, compress
+from pipelines.outputs import planned_outputs
 from pipelines.outcome import Failed, Rejected, StageStop, Status, Stop
 from pipelines.raster import Raster
 from pipelines.recipe import Preset, Recipe
@@ -47,6 +48,7 @@ class Carry:
     reused: tuple[dict, ...] = ()
     rasters: tuple[Raster, ...] = ()
     encoded: tuple[Encoded, ...] = ()
+    published: tuple[RenditionRecord, ...] = ()  # media renditions stored by their stage
     stop: Stop | None = None
     details: dict = field(default_factory=dict)
 
@@ -121,10 +123,12 @@ def hash_task(job: Job, carry: Carry) -> Carry:
                          carry.validated.metadata)
         # Renditions these bytes already have with identical presets, under any recipe, are
         # reused: the same bytes or an unchanged preset is never decoded or encoded again.
-        ids = {job.recipe.preset_id(p): p.name for p in job.recipe.presets}
+        ids = {pid: name for name, pid in planned_outputs(job.recipe, carry.validated).items()}
         existing = catalog.renditions_by_preset(digest, list(ids))
         reused = tuple({**row, "preset": ids[preset_id]} for preset_id, row in existing.items())
-        return replace(carry, sha256=digest, reused=reused,
+        # Media stages read the stored original themselves: no big bytes through Dask.
+        data = carry.data if carry.validated.kind == "image" else None
+        return replace(carry, data=data, sha256=digest, reused=reused,
                        details={"sha256": digest, "stored": created,
                                 "reused": sorted(r["preset"] for r in reused)})
     return _run("hash", job, carry, body)
@@ -137,6 +141,8 @@ def _todo(job: Job, carry: Carry) -> tuple[Preset, ...]:
 
 def resize_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
+        if carry.validated.kind != "image":
+            return video_tasks.transcode(job, carry)
         todo = _todo(job, carry)
         if not todo:
             return replace(carry, data=None, details={"skipped": "every preset reused"})
@@ -148,6 +154,8 @@ def resize_task(job: Job, carry: Carry) -> Carry:
 
 def convert_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
+        if carry.validated.kind != "image":
+            return video_tasks.poster(job, carry)
         if not carry.rasters:
             return replace(carry, details={"skipped": "every preset reused"})
         return replace(carry, rasters=tuple(to_srgb(r) for r in carry.rasters))
@@ -156,6 +164,8 @@ def convert_task(job: Job, carry: Carry) -> Carry:
 
 def compress_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
+        if carry.validated.kind != "image":
+            return video_tasks.package(job, carry)
         if not carry.rasters:
             return replace(carry, details={"skipped": "every preset reused"})
         presets = {p.name: p for p in job.recipe.presets}
@@ -186,12 +196,13 @@ def record_task(job: Job, carry: Carry) -> dict:
 
 def _publish(job: Job, carry: Carry) -> list[RenditionRecord]:
     """Store new encodings and list every rendition of this recipe, reused ones included."""
-    ids = {p.name: job.recipe.preset_id(p) for p in job.recipe.presets}
     records = [RenditionRecord(r["preset"], r["output_sha256"], r["format"], r["width"],
-                               r["height"], r["bytes"], r["quality"], f"image/{r['format']}",
-                               ids[r["preset"]], r["tool_versions"], r["metric_name"],
+                               r["height"], r["bytes"], r["quality"], r["media_type"],
+                               r["preset_id"], r["tool_versions"], r["metric_name"],
                                r["metric_value"], r["encoder"]) for r in carry.reused]
+    records += carry.published
     store = runtime.stores(job.settings)["renditions"]
+    ids = planned_outputs(job.recipe, carry.validated)
     for encoded in carry.encoded:
         digest = sha256_hex(encoded.data)
         store.put(digest, encoded.data)

@@ -1,0 +1,181 @@
+"""The video and audio branch of the per-asset stages: transcode, poster, package.
+
+In the graph these run as the resize, convert and compress stages of a video
+or audio asset. Media files are large, so they never travel through Dask: each
+stage reads the stored original (or stored renditions) into a private scratch
+folder, and stores what it makes content-addressed before handing on records.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from catalog.repository import RenditionRecord
+from cluster import runtime
+from pipelines.optimize.compress import compress
+from pipelines.optimize.hls import hls_rendition, package_hls
+from pipelines.outputs import planned_outputs
+from pipelines.transform import chunks
+from pipelines.transform.convert import to_srgb
+from pipelines.transform.resize import resize
+from pipelines.outcome import Failed
+from pipelines.transform.video import (VideoOutput, ladder, poster_frame_isolated, preview_clip,
+                                       transcode_isolated)
+from pipelines.upload.hashing import sha256_hex
+
+import av
+
+
+def _media_tools() -> dict[str, str]:
+    return {"libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "pyav": av.__version__}
+
+
+def _fetch_original(job, carry, folder: Path) -> Path:
+    path = folder / "original"
+    path.write_bytes(runtime.stores(job.settings)["originals"].get(carry.sha256))
+    return path
+
+
+def _store_output(job, carry, name: str, output: VideoOutput) -> RenditionRecord:
+    data = Path(output.path).read_bytes()
+    digest = sha256_hex(data)
+    runtime.stores(job.settings)["renditions"].put(digest, data)
+    ids = planned_outputs(job.recipe, carry.validated)
+    encoder = {**output.settings, "encoder": output.encoder, "video_codec": output.video_codec,
+               "audio_codec": output.audio_codec, "duration_s": output.duration_s}
+    return RenditionRecord(name, digest, output.container, output.width, output.height,
+                           len(data), None, output.media_type, ids[name], _media_tools(),
+                           encoder=encoder)
+
+
+def transcode(job, carry):
+    """The ladder (or the audio rendition), chunked across workers when the source is long."""
+    info = carry.validated.media
+    done = {r["preset"] for r in carry.reused}
+    records = []
+    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
+        folder = Path(scratch)
+        source = None
+        for preset in job.recipe.video:
+            rungs = ([(f"{preset.name}-{h}p", h) for h in ladder(preset, info)]
+                     if carry.validated.kind == "video"
+                     else [(f"{preset.name}-audio", None)] if preset.audio_codec else [])
+            for name, height in rungs:
+                if name in done:
+                    continue
+                source = source or _fetch_original(job, carry, folder)
+                if height and chunks.should_split(info.duration_s or 0,
+                                                  job.settings.split_after_s):
+                    output = _chunked(job, carry, str(source), folder, preset, height)
+                else:
+                    output = transcode_isolated(str(source), str(folder), preset, height, info)
+                records.append(_store_output(job, carry, name, output))
+            if preset.preview_seconds and carry.validated.kind == "video":
+                name = f"{preset.name}-preview"
+                if name not in done:
+                    source = source or _fetch_original(job, carry, folder)
+                    output = preview_clip(str(source), str(folder), preset, info,
+                                          preset.preview_seconds)
+                    records.append(_store_output(job, carry, name, output))
+    return replace(carry, published=carry.published + tuple(records),
+                   details={r.preset: {"bytes": r.bytes, "width": r.width, "height": r.height,
+                                       "encoder": r.encoder["encoder"]} for r in records})
+
+
+def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> VideoOutput:
+    """Encode keyframe-aligned spans as separate Dask tasks, then join them losslessly."""
+    from distributed import worker_client
+
+    info = carry.validated.media
+    spans = chunks.plan_chunks(chunks.keyframe_times(source), info.duration_s,
+                               job.settings.chunk_s)
+    with worker_client() as client:
+        futures = [client.submit(encode_span, job, carry.sha256, start, end, preset, height, info,
+                                 pure=False, priority=1) for start, end in spans]
+        digests = client.gather(futures)
+    buffer = runtime.stores(job.settings)["buffer"]
+    paths = []
+    for index, digest in enumerate(digests):
+        path = folder / f"chunk-{index:04}.mp4"
+        path.write_bytes(buffer.get(digest))
+        paths.append(str(path))
+    try:
+        return chunks.join_chunks(paths, source, str(folder / f"joined-{height}.mp4"), preset, info)
+    except Failed as exc:
+        if exc.reason != "chunk_mismatch":
+            raise
+        # Open GOPs or repeated timestamps defeat a lossless join; encode in one piece.
+        return transcode_isolated(source, str(folder), preset, height, info)
+
+
+def encode_span(job, source_sha256: str, start: float, end: float, preset, height: int, info) -> str:
+    """One chunk of a long video, on whichever worker Dask picks; stored in the buffer store."""
+    stores = runtime.stores(job.settings)
+    with tempfile.TemporaryDirectory(prefix="mediafarm-chunk-") as scratch:
+        source = Path(scratch) / "original"
+        source.write_bytes(stores["originals"].get(source_sha256))
+        out = Path(scratch) / "chunk.mp4"
+        chunks.encode_chunk(str(source), str(out), start, end, preset, height, info)
+        data = out.read_bytes()
+    digest = sha256_hex(data)
+    stores["buffer"].put(digest, data)
+    return digest
+
+
+def poster(job, carry):
+    """A frame away from black, through the recipe's image presets."""
+    if carry.validated.kind != "video":
+        return replace(carry, details={"skipped": "no video stream"})
+    todo = tuple(p for p in job.recipe.presets if f"poster-{p.name}" not in
+                 {r["preset"] for r in carry.reused})
+    if not todo:
+        return replace(carry, details={"skipped": "every preset reused"})
+    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
+        source = _fetch_original(job, carry, Path(scratch))
+        # Decoding strangers' video happens in a throwaway child, as in the upload probe.
+        frame = poster_frame_isolated(str(source), carry.validated.media)
+    rasters = [to_srgb(r) for r in resize(frame, todo)]
+    encoded = tuple(replace(compress(r, p), preset=f"poster-{p.name}")
+                    for r, p in zip(rasters, todo))
+    return replace(carry, encoded=carry.encoded + encoded,
+                   details={e.preset: len(e.data) for e in encoded})
+
+
+def package(job, carry):
+    """HLS for the presets that ask for it: the stored ladder remuxed, never re-encoded."""
+    wanted = [p for p in job.recipe.video if p.hls and carry.validated.kind == "video"
+              and f"{p.name}-hls" not in {r["preset"] for r in carry.reused}]
+    if not wanted:
+        return replace(carry, details={"skipped": "no HLS asked for, or reused"})
+    store = runtime.stores(job.settings)["renditions"]
+    rungs = {r["preset"]: r for r in carry.reused}
+    rungs.update({r.preset: {"output_sha256": r.output_sha256} for r in carry.published})
+    ids = planned_outputs(job.recipe, carry.validated)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
+        for preset in wanted:
+            folder = Path(scratch) / preset.name
+            folder.mkdir()
+            inputs = []
+            for height in ladder(preset, carry.validated.media):
+                path = folder / f"in-{height}p.mp4"
+                path.write_bytes(store.get(rungs[f"{preset.name}-{height}p"]["output_sha256"]))
+                inputs.append(hls_rendition(str(path)))
+            package_ = package_hls(inputs, str(folder / "hls"))
+            name = f"{preset.name}-hls"
+            prefix = f"hls/{carry.sha256}/{ids[name]}"
+            for relative in (package_.master, *package_.playlists, *package_.segments):
+                store.put_at(f"{prefix}/{relative}", (folder / "hls" / relative).read_bytes())
+            master = (folder / "hls" / package_.master).read_bytes()
+            digest = sha256_hex(master)
+            store.put(digest, master)  # also content-addressed, like every rendition blob
+            records.append(RenditionRecord(
+                name, digest, "hls", None, None, len(master), None,
+                "application/vnd.apple.mpegurl", ids[name], _media_tools(),
+                encoder={"playlist": f"{prefix}/{package_.master}",
+                         "segments": len(package_.segments)}))
+    return replace(carry, published=carry.published + tuple(records),
+                   details={r.preset: r.encoder for r in records})
