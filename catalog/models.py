@@ -55,6 +55,7 @@ class Asset(Base):
     sha256: Mapped[str | None] = mapped_column(SHA256, ForeignKey("blobs.sha256"))
     current_version: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)  # the last job to queue it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -94,6 +95,22 @@ class Rendition(Base):
     encoder: Mapped[dict | None] = mapped_column(JSON)
     tool_versions: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Job(Base):
+    """A backfill or re-encode: what it runs over, with which recipe, and how far it got."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    recipe_id: Mapped[str] = mapped_column(String(64), ForeignKey("recipes.id"))
+    manifest: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # running, finished, failed
+    submitted: Mapped[int] = mapped_column(BigInteger, default=0)
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    counts: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class StageRun(Base):

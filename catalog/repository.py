@@ -6,12 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from catalog.db import connect
-from catalog.models import Asset, AssetVersion, Base, Blob, Recipe, Rendition, StageRun
+from catalog.models import Asset, AssetVersion, Base, Blob, Job, Recipe, Rendition, StageRun
 
 
 def utcnow() -> datetime:
@@ -103,7 +103,7 @@ class Catalog:
         return found
 
     def queue(self, requests: Sequence[AssetRequest], recipe_id: str,
-              previous: dict[str, dict]) -> dict[str, int]:
+              previous: dict[str, dict], job_id: str | None = None) -> dict[str, int]:
         """Mark assets queued for a new attempt; return each one's attempt number."""
         now = utcnow()
         attempts = {r.asset_id: (previous.get(r.asset_id, {}).get("attempt") or 0) + 1
@@ -111,13 +111,47 @@ class Catalog:
         rows = [{"id": r.asset_id, "owner": r.owner, "source_uri": r.source_uri,
                  "source_fingerprint": r.fingerprint, "recipe_id": recipe_id,
                  "status": "queued", "reason": None, "message": None, "retryable": False,
-                 "attempt": attempts[r.asset_id], "updated_at": now} for r in requests]
+                 "attempt": attempts[r.asset_id], "job_id": job_id, "updated_at": now}
+                for r in requests]
         with self.engine.begin() as conn:
             for start in range(0, len(rows), 500):
                 self._upsert(conn, Asset.__table__, rows[start:start + 500], ["id"],
                              ["source_fingerprint", "recipe_id", "status", "reason", "message",
-                              "retryable", "attempt", "updated_at"])
+                              "retryable", "attempt", "job_id", "updated_at"])
         return attempts
+
+    def mark_processing_many(self, attempts: dict[str, int]) -> None:
+        """One statement per hundred assets, for a bulk partition that starts on them."""
+        table = Asset.__table__
+        with self.engine.begin() as conn:
+            conn.execute(update(table).where(table.c.id == bindparam("asset"),
+                                             table.c.attempt == bindparam("try_"))
+                         .values(status="processing", updated_at=utcnow()),
+                         [{"asset": a, "try_": n} for a, n in attempts.items()])
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def start_job(self, job_id: str, kind: str, recipe_id: str, manifest: str) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, Job.__table__, [{
+                "id": job_id, "kind": kind, "recipe_id": recipe_id, "manifest": manifest,
+                "status": "running", "submitted": 0, "skipped": 0, "updated_at": utcnow()}],
+                ["id"], ["status", "updated_at"])
+
+    def update_job(self, job_id: str, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(Job.__table__).where(Job.id == job_id)
+                         .values(updated_at=utcnow(), **values))
+
+    def job_status(self, job_id: str) -> dict | None:
+        """The job's row and its assets counted by status, straight from the catalog."""
+        with self.engine.connect() as conn:
+            job = conn.execute(select(Job.__table__).where(Job.id == job_id)).first()
+            if job is None:
+                return None
+            counts = conn.execute(select(Asset.status, func.count()).where(Asset.job_id == job_id)
+                                  .group_by(Asset.status)).all()
+        return {**dict(job._mapping), "assets": {status: n for status, n in counts}}
 
     def results(self, asset_ids: Sequence[str]) -> list[dict]:
         """Each asset's public summary, with the renditions of its current version."""
@@ -133,11 +167,16 @@ class Catalog:
     # -- what the stages write ----------------------------------------------------------------
 
     def record_stage(self, record: StageRecord) -> None:
-        row = {**record.__dict__,
-               "duration_ms": (record.finished_at - record.started_at).total_seconds() * 1000}
         with self.engine.begin() as conn:
-            self._upsert(conn, StageRun.__table__, [row], ["asset_id", "stage", "attempt"],
-                         [c for c in row if c not in ("asset_id", "stage", "attempt")])
+            self._stages(conn, [record])
+
+    def _stages(self, conn: Connection, records: Sequence[StageRecord]) -> None:
+        rows = [{**r.__dict__, "duration_ms": (r.finished_at - r.started_at).total_seconds() * 1000}
+                for r in records]
+        for start in range(0, len(rows), 500):
+            self._upsert(conn, StageRun.__table__, rows[start:start + 500],
+                         ["asset_id", "stage", "attempt"],
+                         [c for c in rows[0] if c not in ("asset_id", "stage", "attempt")])
 
     def mark_processing(self, asset_id: str, attempt: int) -> None:
         self._update_asset(asset_id, attempt, status="processing")
@@ -148,6 +187,21 @@ class Catalog:
             self._upsert(conn, Blob.__table__, [{"sha256": sha256, "size": size,
                                                  "media_type": media_type, "store": store,
                                                  "media_metadata": metadata}], ["sha256"])
+
+    def write_batch(self, blobs: Sequence[dict], stages: Sequence[StageRecord],
+                    ready: Sequence[tuple], stops: Sequence[tuple]) -> None:
+        """Many assets' writes in one transaction: the bulk path's way to the catalog.
+
+        ``ready`` holds ``record_ready`` argument tuples, ``stops`` ``record_stop`` ones.
+        """
+        with self.engine.begin() as conn:
+            for start in range(0, len(blobs), 500):
+                self._upsert(conn, Blob.__table__, list(blobs[start:start + 500]), ["sha256"])
+            self._stages(conn, stages)
+            for args in ready:
+                self._ready(conn, *args)
+            for args in stops:
+                self._stop(conn, *args)
 
     def renditions(self, source_sha256: str, recipe_id: str) -> list[dict]:
         with self.engine.connect() as conn:
@@ -168,26 +222,35 @@ class Catalog:
                      renditions: Sequence[RenditionRecord], store: str) -> None:
         """In one transaction: output blobs, renditions, the asset's version, and ``ready``."""
         with self.engine.begin() as conn:
-            self._upsert(conn, Blob.__table__, [
-                {"sha256": r.output_sha256, "size": r.bytes, "media_type": r.media_type,
-                 "store": store} for r in renditions], ["sha256"])
-            self._upsert(conn, Rendition.__table__, [
-                {"source_sha256": source_sha256, "recipe_id": recipe_id, "preset": r.preset,
-                 "output_sha256": r.output_sha256, "format": r.format,
-                 "media_type": r.media_type, "width": r.width,
-                 "height": r.height, "bytes": r.bytes, "quality": r.quality,
-                 "preset_id": r.preset_id, "metric_name": r.metric_name,
-                 "metric_value": r.metric_value, "encoder": r.encoder,
-                 "tool_versions": r.tool_versions} for r in renditions],
-                ["source_sha256", "recipe_id", "preset"])
-            version = self._version(conn, asset_id, source_sha256, recipe_id)
-            self._update_asset(asset_id, attempt, conn=conn, status="ready", sha256=source_sha256,
-                               current_version=version)
+            self._ready(conn, asset_id, attempt, source_sha256, recipe_id, renditions, store)
+
+    def _ready(self, conn: Connection, asset_id: str, attempt: int, source_sha256: str,
+               recipe_id: str, renditions: Sequence[RenditionRecord], store: str) -> None:
+        self._upsert(conn, Blob.__table__, [
+            {"sha256": r.output_sha256, "size": r.bytes, "media_type": r.media_type,
+             "store": store} for r in renditions], ["sha256"])
+        self._upsert(conn, Rendition.__table__, [
+            {"source_sha256": source_sha256, "recipe_id": recipe_id, "preset": r.preset,
+             "output_sha256": r.output_sha256, "format": r.format,
+             "media_type": r.media_type, "width": r.width,
+             "height": r.height, "bytes": r.bytes, "quality": r.quality,
+             "preset_id": r.preset_id, "metric_name": r.metric_name,
+             "metric_value": r.metric_value, "encoder": r.encoder,
+             "tool_versions": r.tool_versions} for r in renditions],
+            ["source_sha256", "recipe_id", "preset"])
+        version = self._version(conn, asset_id, source_sha256, recipe_id)
+        self._update_asset(asset_id, attempt, conn=conn, status="ready", sha256=source_sha256,
+                           current_version=version)
 
     def record_stop(self, asset_id: str, attempt: int, status: str, reason: str, message: str,
                     retryable: bool, sha256: str | None = None) -> None:
-        self._update_asset(asset_id, attempt, status=status, reason=reason, message=message,
-                           retryable=retryable, sha256=sha256)
+        with self.engine.begin() as conn:
+            self._stop(conn, asset_id, attempt, status, reason, message, retryable, sha256)
+
+    def _stop(self, conn: Connection, asset_id: str, attempt: int, status: str, reason: str,
+              message: str, retryable: bool, sha256: str | None = None) -> None:
+        self._update_asset(asset_id, attempt, conn=conn, status=status, reason=reason,
+                           message=message, retryable=retryable, sha256=sha256)
 
     def _version(self, conn: Connection, asset_id: str, blob: str, recipe_id: str) -> int:
         table = AssetVersion.__table__

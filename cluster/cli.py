@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -48,6 +49,24 @@ def _parser() -> argparse.ArgumentParser:
                       help="clamd signature database folder for the demo's own clamd")
     demo.set_defaults(run=_demo)
 
+    backfill = commands.add_parser(
+        "backfill", help="run a manifest (Parquet, catalog:…, folder or glob) as bulk partitions")
+    backfill.add_argument("manifest", help="a .parquet file with source_uri, 'catalog:status=failed', "
+                                           "or an fsspec folder or glob")
+    backfill.add_argument("--recipe", help="recipe file (YAML or JSON); default: the built-in recipe")
+    backfill.add_argument("--scheduler", help="Dask scheduler address")
+    backfill.add_argument("--owner", default="default")
+    backfill.add_argument("--batch-size", type=int, default=200, help="assets per partition task")
+    backfill.add_argument("--max-in-flight", type=int,
+                          help="partitions submitted at once (default: two per worker thread)")
+    backfill.add_argument("--job-id", help="resume or name the job (default: a new id)")
+    backfill.set_defaults(run=_backfill)
+
+    status = commands.add_parser("status", help="a job's progress, from the catalog")
+    status.add_argument("--job", required=True, metavar="ID")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
+
     db = commands.add_parser("db", help="catalog maintenance")
     db_commands = db.add_subparsers(required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply catalog migrations").set_defaults(run=_db_upgrade)
@@ -72,6 +91,66 @@ def _ingest(args: argparse.Namespace) -> int:
     else:
         print_table(results)
     return 0 if totals.get("failed", 0) == 0 else 1
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from cluster.farm import Farm
+
+    settings = load_settings(config_file=args.config)
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    with Farm(settings, scheduler_address=args.scheduler) as farm:
+        if farm.dashboard_link:
+            print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
+        job = farm.backfill(args.manifest, recipe, batch_size=args.batch_size,
+                            max_in_flight=args.max_in_flight, job_id=args.job_id,
+                            owner=args.owner, progress=BulkProgressBar())
+    print(json.dumps(job, default=str, indent=2))
+    return 0 if not job["counts"].get("failed") else 1
+
+
+class BulkProgressBar:
+    """Counts by status, throughput and ETA on one line of standard error."""
+
+    def __init__(self, out=sys.stderr) -> None:
+        self.out, self.started = out, time.monotonic()
+        self.interactive = out.isatty()
+        self.last_print = 0.0
+
+    def __call__(self, done: int, total: int | None, counts: Counter) -> None:
+        now = time.monotonic()
+        if not self.interactive and now - self.last_print < 5 and done != total:
+            return  # logs get a line every few seconds, terminals every update
+        self.last_print = now
+        rate = done / max(now - self.started, 1e-9)
+        summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        eta = f" ETA {_duration((total - done) / rate)}" if total and rate else ""
+        line = f"[{done}/{total or '?'}] {summary} {rate:.1f}/s{eta}"
+        end = "" if self.interactive and done != total else "\n"
+        print(f"\r{line}" if self.interactive else line, end=end, file=self.out, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02}m" if hours else f"{minutes}m{secs:02}s"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from catalog import Catalog, upgrade
+
+    settings = load_settings(config_file=args.config)
+    upgrade(settings.catalog_url)
+    job = Catalog(settings.catalog_url).job_status(args.job)
+    if job is None:
+        print(f"mediafarm: no job {args.job} in {settings.catalog_url}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(job, default=str, indent=2))
+    else:
+        assets = " ".join(f"{k}={v}" for k, v in sorted(job["assets"].items()))
+        print(f"job {job['id']} ({job['kind']}): {job['status']}; submitted {job['submitted']}, "
+              f"skipped {job['skipped']} already done; assets now: {assets or 'none'}")
+    return 0
 
 
 def _progress_printer():

@@ -15,7 +15,9 @@ from catalog import Catalog, upgrade
 from catalog.repository import AssetRequest
 from cluster import sources
 from cluster.config import Settings, load_settings
+from cluster.bulk import BULK_PRIORITY, Item, run_partition
 from cluster.graph import plan_asset, submit_plan
+from cluster.manifest import manifest_size, read_manifest
 from cluster.stores import Store, open_stores
 from cluster.tasks import Job
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
@@ -24,6 +26,7 @@ from pipelines.vips import tool_versions
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, Counter], None]
+BulkProgress = Callable[[int, int | None, Counter], None]
 
 
 class Farm:
@@ -87,6 +90,58 @@ class Farm:
                  len(requests) - len(todo))
         return Batch(self, [r.asset_id for r in requests], futures, attempts)
 
+    def backfill(self, manifest: str, recipe: Recipe | None = None, *, batch_size: int = 200,
+                 max_in_flight: int | None = None, job_id: str | None = None,
+                 owner: str = "default", kind: str = "backfill",
+                 progress: BulkProgress | None = None,
+                 partition: Callable[..., dict[str, int]] = run_partition) -> dict:
+        """Run a manifest as bulk partitions; returns the job's status from the catalog.
+
+        Assets already ``ready`` or ``rejected`` with this recipe are skipped, so a
+        re-run after a crash redoes only what is unfinished. ``partition`` runs one
+        batch on a worker (``cluster.bulk.run_partition``: every stage). At most
+        ``max_in_flight`` partitions (default: two per worker thread) are submitted
+        at once, so the client and scheduler hold a bounded amount whatever the size.
+        """
+        recipe = (recipe or DEFAULT_RECIPE).with_tools(tool_versions())
+        self.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
+        job_id = job_id or str(uuid.uuid4())
+        self.catalog.start_job(job_id, kind, recipe.id, manifest)
+        limit = max_in_flight or 2 * max(1, sum(self.client.nthreads().values()))
+        total = manifest_size(manifest, self.catalog)
+        counts: Counter = Counter()
+        in_flight = as_completed()
+        pending = submitted = skipped = 0
+
+        def settle(future: Future) -> None:
+            nonlocal pending
+            pending -= 1
+            counts.update(future.result())
+            if progress:
+                progress(sum(counts.values()) + skipped, total, counts)
+
+        for requests in read_manifest(manifest, self.catalog, batch_size, owner):
+            previous = self.catalog.assets(r.asset_id for r in requests)
+            todo = [r for r in requests if not _done(previous.get(r.asset_id), recipe.id)]
+            skipped += len(requests) - len(todo)
+            counts["skipped"] = skipped
+            if not todo:
+                continue
+            attempts = self.catalog.queue(todo, recipe.id, previous, job_id)
+            items = [Item(r.asset_id, r.source_uri, attempts[r.asset_id]) for r in todo]
+            in_flight.add(self.client.submit(partition, items, recipe, self.settings,
+                                             priority=BULK_PRIORITY, pure=False))
+            pending += 1
+            submitted += len(items)
+            while pending >= limit:
+                settle(next(in_flight))
+        while pending:
+            settle(next(in_flight))
+        del counts["skipped"]
+        self.catalog.update_job(job_id, status="finished", submitted=submitted, skipped=skipped,
+                                counts=dict(counts))
+        return self.catalog.job_status(job_id)
+
     def results(self, asset_ids: list[str]) -> list[dict]:
         summaries = self.catalog.results(asset_ids)
         renditions = self.stores["renditions"]
@@ -138,6 +193,11 @@ class Batch:
             if progress:
                 progress(done, total, counts)
         return self.farm.results(self.asset_ids)
+
+
+def _done(previous: dict | None, recipe_id: str) -> bool:
+    return bool(previous and previous["status"] in ("ready", "rejected")
+                and previous["recipe_id"] == recipe_id)
 
 
 def _unchanged(previous: dict | None, request: AssetRequest, recipe_id: str) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import fsspec
 
 from catalog.repository import RenditionRecord, StageRecord, utcnow
-from cluster import runtime, video_tasks
+from cluster import recorder, runtime, video_tasks
 from cluster.config import Settings
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outputs import planned_outputs
@@ -73,7 +73,7 @@ def _run(stage: str, job: Job, carry: Carry, body: Callable[[], Carry]) -> Carry
         result = replace(carry, data=None, rasters=(), encoded=(), stop=stop,
                          details=getattr(error, "details", {}))
         status = stop.status.value
-    runtime.catalog(job.settings).record_stage(StageRecord(
+    recorder.current(runtime.catalog(job.settings)).stage(StageRecord(
         asset_id=job.asset_id, stage=stage, attempt=job.attempt, status=status,
         started_at=started, finished_at=utcnow(), worker=runtime.worker_name(),
         reason=stop.reason if stop else None,
@@ -91,7 +91,7 @@ def _error_text(error: Exception) -> str:
 
 def scan_task(job: Job) -> Carry:
     def body() -> Carry:
-        runtime.catalog(job.settings).mark_processing(job.asset_id, job.attempt)
+        recorder.current(runtime.catalog(job.settings)).processing(job.asset_id, job.attempt)
         data = _read_source(job.source_uri, job.settings.limits.max_bytes)
         try:
             verdict = scan(data, runtime.scanner(job.settings.clamd_url))
@@ -119,8 +119,8 @@ def hash_task(job: Job, carry: Carry) -> Carry:
         digest = sha256_hex(carry.data)
         catalog = runtime.catalog(job.settings)
         created = runtime.stores(job.settings)["originals"].put(digest, carry.data)
-        catalog.put_blob(digest, len(carry.data), carry.validated.media_type, "originals",
-                         carry.validated.metadata)
+        recorder.current(catalog).blob(digest, len(carry.data), carry.validated.media_type,
+                                       "originals", carry.validated.metadata)
         # Renditions these bytes already have with identical presets, under any recipe, are
         # reused: the same bytes or an unchanged preset is never decoded or encoded again.
         ids = {pid: name for name, pid in planned_outputs(job.recipe, carry.validated).items()}
@@ -178,18 +178,18 @@ def compress_task(job: Job, carry: Carry) -> Carry:
 
 def record_task(job: Job, carry: Carry) -> dict:
     """Write the asset's terminal state; returns a small summary for the client."""
-    catalog = runtime.catalog(job.settings)
+    writes = recorder.current(runtime.catalog(job.settings))
     stop = carry.stop
     if stop is None:
         def body() -> Carry:
             renditions = _publish(job, carry)
-            catalog.record_ready(job.asset_id, job.attempt, carry.sha256, job.recipe.id,
-                                 renditions, "renditions")
+            writes.ready(job.asset_id, job.attempt, carry.sha256, job.recipe.id, renditions,
+                         "renditions")
             return replace(carry, encoded=(), details={"renditions": len(renditions)})
         stop = _run("record", job, carry, body).stop
     if stop is not None:
-        catalog.record_stop(job.asset_id, job.attempt, stop.status.value, stop.reason,
-                            stop.message, stop.retryable, sha256=carry.sha256)
+        writes.stop(job.asset_id, job.attempt, stop.status.value, stop.reason, stop.message,
+                    stop.retryable, carry.sha256)
     return {"asset_id": job.asset_id, "status": stop.status.value if stop else "ready",
             "reason": stop.reason if stop else None}
 

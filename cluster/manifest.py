@@ -1,0 +1,72 @@
+"""Manifests for bulk work, read in batches so the client's memory stays flat.
+
+A manifest is a Parquet file (columns ``source_uri``, optional ``asset_id`` and
+``owner``), a catalog selection (``catalog:`` plus ``status=…``/``owner=…``), or
+an fsspec path, folder or glob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fsspec
+import pyarrow.parquet as pq
+from sqlalchemy import select
+
+from catalog import Catalog
+from catalog.models import Asset
+from catalog.repository import AssetRequest
+from cluster import sources
+
+
+def read_manifest(manifest: str, catalog: Catalog, batch_size: int,
+                  owner: str = "default") -> Iterator[list[AssetRequest]]:
+    if manifest.startswith("catalog:"):
+        yield from _from_catalog(manifest, catalog, batch_size)
+    elif manifest.endswith(".parquet"):
+        yield from _from_parquet(manifest, batch_size, owner)
+    else:
+        requests = sources.expand([manifest], owner)
+        for start in range(0, len(requests), batch_size):
+            yield requests[start:start + batch_size]
+
+
+def _from_parquet(path: str, batch_size: int, owner: str) -> Iterator[list[AssetRequest]]:
+    with fsspec.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        names = set(parquet.schema_arrow.names)
+        if "source_uri" not in names:
+            raise ValueError(f"{path}: a manifest needs a 'source_uri' column (it has {sorted(names)})")
+        columns = [c for c in ("source_uri", "asset_id", "owner") if c in names]
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            rows = batch.to_pydict()
+            owners = rows.get("owner") or [owner] * batch.num_rows
+            ids = rows.get("asset_id") or [None] * batch.num_rows
+            yield [AssetRequest(asset_id or sources.asset_id(who or owner, uri), who or owner,
+                                uri, None)
+                   for uri, asset_id, who in zip(rows["source_uri"], ids, owners)]
+
+
+def _from_catalog(manifest: str, catalog: Catalog, batch_size: int) -> Iterator[list[AssetRequest]]:
+    query = select(Asset.id, Asset.owner, Asset.source_uri).order_by(Asset.id)
+    for clause in filter(None, manifest.removeprefix("catalog:").split(",")):
+        column, _, value = clause.partition("=")
+        if column not in ("status", "owner", "recipe_id", "job_id"):
+            raise ValueError(f"catalog manifests filter on status, owner, recipe_id or job_id, "
+                             f"not {column!r}")
+        query = query.where(getattr(Asset, column) == value)
+    with catalog.engine.connect() as conn:
+        # A server-side cursor on PostgreSQL: rows stream in batches, never all at once.
+        result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(query)
+        for rows in result.partitions(batch_size):
+            yield [AssetRequest(row.id, row.owner, row.source_uri, None) for row in rows]
+
+
+def manifest_size(manifest: str, catalog: Catalog) -> int | None:
+    """How many items the manifest holds, when that is cheap to know (for progress and ETA)."""
+    if manifest.endswith(".parquet"):
+        with fsspec.open(manifest, "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    if manifest.startswith("catalog:"):
+        return None
+    return None
