@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--job-id", help="resume or name the job (default: a new id)")
     backfill.set_defaults(run=_backfill)
 
+    reencode = commands.add_parser(
+        "reencode", help="make what a new recipe changes for the ready assets matching --where")
+    reencode.add_argument("--recipe", required=True, help="the new recipe (YAML or JSON)")
+    reencode.add_argument("--where", default="", help="e.g. owner=alice (as catalog manifests)")
+    reencode.add_argument("--dry-run", action="store_true",
+                          help="print counts by media kind and rendition, and an estimate")
+    reencode.add_argument("--sample", type=int, default=0, metavar="N",
+                          help="first render N assets without keeping them: sizes and qualities")
+    reencode.add_argument("--scheduler", help="Dask scheduler address")
+    reencode.add_argument("--batch-size", type=int, default=200)
+    reencode.set_defaults(run=_reencode)
+
     status = commands.add_parser("status", help="a job's progress, from the catalog")
     status.add_argument("--job", required=True, metavar="ID")
     status.add_argument("--json", action="store_true")
@@ -133,6 +145,21 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02}m" if hours else f"{minutes}m{secs:02}s"
+
+
+def _reencode(args: argparse.Namespace) -> int:
+    from cluster.farm import Farm
+
+    settings = load_settings(config_file=args.config)
+    with Farm(settings, scheduler_address=args.scheduler) as farm:
+        if farm.dashboard_link:
+            print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
+        options = {} if args.dry_run else {"batch_size": args.batch_size,
+                                           "progress": BulkProgressBar()}
+        report = farm.reencode(load_recipe(args.recipe), where=args.where,
+                               dry_run=args.dry_run, sample=args.sample, **options)
+    print(json.dumps(report, default=str, indent=2))
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 from catalog import Catalog, upgrade
 from catalog.repository import AssetRequest
-from cluster import sources
+from cluster import reencode, sources
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, run_partition
 from cluster.graph import plan_asset, submit_plan
@@ -94,12 +94,14 @@ class Farm:
                  max_in_flight: int | None = None, job_id: str | None = None,
                  owner: str = "default", kind: str = "backfill",
                  progress: BulkProgress | None = None,
-                 partition: Callable[..., dict[str, int]] = run_partition) -> dict:
+                 partition: Callable[..., dict[str, int]] = run_partition,
+                 from_originals: bool = False) -> dict:
         """Run a manifest as bulk partitions; returns the job's status from the catalog.
 
         Assets already ``ready`` or ``rejected`` with this recipe are skipped, so a
         re-run after a crash redoes only what is unfinished. ``partition`` runs one
-        batch on a worker (``cluster.bulk.run_partition``: every stage). At most
+        batch on a worker (``cluster.bulk.run_partition``: every stage);
+        ``from_originals`` reads each asset's stored original instead of its source. At most
         ``max_in_flight`` partitions (default: two per worker thread) are submitted
         at once, so the client and scheduler hold a bounded amount whatever the size.
         """
@@ -128,7 +130,10 @@ class Farm:
             if not todo:
                 continue
             attempts = self.catalog.queue(todo, recipe.id, previous, job_id)
-            items = [Item(r.asset_id, r.source_uri, attempts[r.asset_id]) for r in todo]
+            originals = self.stores["originals"]
+            items = [Item(r.asset_id, originals.url_for(previous[r.asset_id]["sha256"])
+                          if from_originals else r.source_uri, attempts[r.asset_id])
+                     for r in todo]
             in_flight.add(self.client.submit(partition, items, recipe, self.settings,
                                              priority=BULK_PRIORITY, pure=False))
             pending += 1
@@ -141,6 +146,35 @@ class Farm:
         self.catalog.update_job(job_id, status="finished", submitted=submitted, skipped=skipped,
                                 counts=dict(counts))
         return self.catalog.job_status(job_id)
+
+    def reencode(self, recipe: Recipe, *, where: str = "", dry_run: bool = False,
+                 sample: int = 0, **backfill_options) -> dict:
+        """Make what ``recipe`` changes for the ready assets matching ``where``.
+
+        ``where`` selects like a catalog manifest (``owner=alice,status=ready``).
+        ``dry_run`` only counts, by media kind and rendition, what would be made;
+        ``sample`` N first renders N image assets without keeping anything and
+        reports size and quality distributions and an estimate of the whole run.
+        """
+        recipe = recipe.with_tools(tool_versions())
+        planned = reencode.plan(self.catalog, where, recipe)
+        report: dict = {"recipe_id": recipe.id, "plan": planned}
+        if sample:
+            picks = [(row["sha256"], validated)
+                     for batch in reencode.candidates(self.catalog, where, recipe, sample)
+                     for row, validated in batch if validated.kind == "image"][:sample]
+            futures = [self.client.submit(reencode.render_sample, sha, validated, recipe,
+                                          self.settings, pure=False) for sha, validated in picks]
+            workers = sum(self.client.nthreads().values())
+            report["sample"] = reencode.summarise_sample(self.client.gather(futures), planned,
+                                                         workers)
+        if dry_run:
+            return report
+        selector = ",".join(filter(None, ["catalog:status=ready", f"recipe_id!={recipe.id}",
+                                          where]))
+        report["job"] = self.backfill(selector, recipe, kind="reencode", from_originals=True,
+                                      **backfill_options)
+        return report
 
     def results(self, asset_ids: list[str]) -> list[dict]:
         summaries = self.catalog.results(asset_ids)

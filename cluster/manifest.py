@@ -47,14 +47,23 @@ def _from_parquet(path: str, batch_size: int, owner: str) -> Iterator[list[Asset
                    for uri, asset_id, who in zip(rows["source_uri"], ids, owners)]
 
 
+def catalog_filter(selector: str) -> list:
+    """``status=ready,owner=alice,recipe_id!=abc`` as SQLAlchemy conditions on assets."""
+    conditions = []
+    for clause in filter(None, selector.removeprefix("catalog:").split(",")):
+        negate = "!=" in clause
+        column, _, value = clause.partition("!=" if negate else "=")
+        if column not in ("status", "owner", "recipe_id", "job_id", "reason"):
+            raise ValueError(f"catalog selections filter on status, owner, recipe_id, job_id or "
+                             f"reason, not {column!r}")
+        attribute = getattr(Asset, column)
+        conditions.append(attribute != value if negate else attribute == value)
+    return conditions
+
+
 def _from_catalog(manifest: str, catalog: Catalog, batch_size: int) -> Iterator[list[AssetRequest]]:
-    query = select(Asset.id, Asset.owner, Asset.source_uri).order_by(Asset.id)
-    for clause in filter(None, manifest.removeprefix("catalog:").split(",")):
-        column, _, value = clause.partition("=")
-        if column not in ("status", "owner", "recipe_id", "job_id"):
-            raise ValueError(f"catalog manifests filter on status, owner, recipe_id or job_id, "
-                             f"not {column!r}")
-        query = query.where(getattr(Asset, column) == value)
+    query = (select(Asset.id, Asset.owner, Asset.source_uri).where(*catalog_filter(manifest))
+             .order_by(Asset.id))
     with catalog.engine.connect() as conn:
         # A server-side cursor on PostgreSQL: rows stream in batches, never all at once.
         result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(query)
