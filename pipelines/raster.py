@@ -36,8 +36,11 @@ class Raster:
         page_height = field("page-height")
         animated = page_height and page_height < image.height
         delay = field("delay")
+        # bytes(), not libvips' cffi buffer: rasters are pickled when Dask moves them.
+        icc = field("icc-profile-data")
         return cls(preset, image.width, image.height, image.bands, image.format,
-                   image.interpretation, image.write_to_memory(), field("icc-profile-data"),
+                   image.interpretation, bytes(image.write_to_memory()),
+                   bytes(icc) if icc is not None else None,
                    page_height if animated else None,
                    tuple(delay) if animated and delay else None,
                    field("loop") if animated else None)

@@ -103,3 +103,15 @@ def test_sha256_hex_streams_a_file_in_chunks(tmp_path):
     with path.open("rb") as handle:
         assert sha256_hex(handle) == hashlib.sha256(data).hexdigest()
     assert sha256_hex(io.BytesIO(data)) == hashlib.sha256(data).hexdigest()
+
+
+def test_rasters_survive_pickling_as_dask_does_between_workers():
+    import pickle
+
+    from pipelines.raster import Raster
+
+    image = pyvips.Image.black(40, 30, bands=3).copy(interpretation="srgb").icc_transform("p3")
+    raster = Raster.from_image("p", image)
+    copy = pickle.loads(pickle.dumps(raster))
+    assert copy == raster and isinstance(copy.pixels, bytes) and isinstance(copy.icc, bytes)
+    assert copy.to_image().avg() == image.avg()
