@@ -56,6 +56,7 @@ class Asset(Base):
     current_version: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     job_id: Mapped[str | None] = mapped_column(String(36), index=True)  # the last job to queue it
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -132,3 +133,48 @@ class StageRun(Base):
     error_class: Mapped[str | None] = mapped_column(String(200))
     error_message: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict | None] = mapped_column(JSON)
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP endpoint, stored as its SHA-256, never in clear."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(SHA256, unique=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[list] = mapped_column(JSON)  # "submit", "read", "admin"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Upload(Base):
+    """A presigned upload into the buffer store, waiting for its client to say it is complete."""
+
+    __tablename__ = "uploads"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(Text)        # where in the buffer store
+    status: Mapped[str] = mapped_column(String(20))  # pending, completed
+    asset_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class IdempotencyKey(Base):
+    """What a retried request with the same Idempotency-Key must answer again."""
+
+    __tablename__ = "idempotency_keys"
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(SHA256)
+    response: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ExportWatermark(Base):
+    """How far each Parquet export of the catalog has got, per destination and dataset."""
+
+    __tablename__ = "export_watermarks"
+    destination: Mapped[str] = mapped_column(String(500), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(50), primary_key=True)
+    watermark: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
