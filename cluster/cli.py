@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -78,6 +79,50 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--job", required=True, metavar="ID")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_status)
+
+    worker = commands.add_parser(
+        "worker", help="start Dask worker processes for Mediafarm, resources declared")
+    worker.add_argument("scheduler", metavar="SCHEDULER_ADDRESS")
+    worker.add_argument("--nworkers", type=int, default=0,
+                        help="worker processes, one thread each (default: one per core)")
+    worker.add_argument("--resources", default="",
+                        help='extra Dask resources, e.g. "MEMORY=16e9"; GPU=N is added when '
+                             "GPUs are found")
+    worker.add_argument("--name", help="worker name prefix")
+    worker.set_defaults(run=_worker)
+
+    export = commands.add_parser(
+        "export", help="write what changed in the catalog since the last export as Parquet")
+    export.add_argument("--to", required=True, metavar="URL",
+                        help="a folder or fsspec URL (s3://bucket/prefix, r2://bucket/prefix)")
+    export.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON",
+                        help='fsspec options, as for stores: {"key": ..., "client_kwargs": ...}')
+    export.add_argument("--batch-rows", type=int, default=50_000, help="rows read at a time")
+    export.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
+                        help="leave rows younger than this for the next export")
+    export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="run the HTTP submit endpoint (see docs/http.md)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS, "
+                                           "else a LocalCluster)")
+    serve.add_argument("--workers", type=int, help="LocalCluster worker processes (default: cores)")
+    serve.add_argument("--recipe", help="recipe file for submitted assets; default: the built-in recipe")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="bearer tokens of the HTTP endpoint")
+    token_commands = token.add_subparsers(required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="make a token; it is printed once, never stored")
+    create.add_argument("--owner", required=True)
+    create.add_argument("--scopes", default="submit,read", help="comma-separated: submit, read, admin")
+    create.set_defaults(run=_token_create)
+    revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", metavar="ID")
+    revoke.set_defaults(run=_token_revoke)
+    token_commands.add_parser("list", help="tokens' ids, owners and scopes (never the tokens)"
+                              ).set_defaults(run=_token_list)
 
     db = commands.add_parser("db", help="catalog maintenance")
     db_commands = db.add_subparsers(required=True, metavar="ACTION")
@@ -162,6 +207,32 @@ def _reencode(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """The ``dask worker`` command line ``mediafarm worker`` runs."""
+    from cluster.worker_plugin import detect_gpus
+
+    resources = [r for r in args.resources.split(",") if r]
+    gpus = detect_gpus()
+    if gpus and not any(r.startswith("GPU=") for r in resources):
+        resources.append(f"GPU={len(gpus)}")
+    command = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler,
+               "--nthreads", "1", "--nworkers", str(args.nworkers or os.cpu_count() or 1)]
+    if resources:
+        command += ["--resources", ",".join(resources)]
+    if args.name:
+        command += ["--name", args.name]
+    return command
+
+
+def _worker(args: argparse.Namespace) -> int:
+    # One task per process: libvips and the encoders use one thread each, so the
+    # worker's plugin (registered by the Farm) and VIPS_CONCURRENCY agree.
+    os.environ.setdefault("VIPS_CONCURRENCY", "1")
+    command = worker_command(args)
+    print("mediafarm: " + " ".join(command), file=sys.stderr)
+    os.execv(command[0], command)
+
+
 def _status(args: argparse.Namespace) -> int:
     from catalog import Catalog, upgrade
 
@@ -215,6 +286,73 @@ def _demo(args: argparse.Namespace) -> int:
     from cluster.demo import run_demo
 
     return run_demo(load_settings(config_file=args.config), Path(args.signatures))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from catalog import Catalog, upgrade
+    from catalog.export import export
+
+    settings = load_settings(config_file=args.config)
+    upgrade(settings.catalog_url)
+    report = export(Catalog(settings.catalog_url), args.to, args.storage_options,
+                    batch_rows=args.batch_rows, settle=args.settle)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cluster.api import create_app
+    from cluster.farm import Farm
+    from cluster.service import load_api_config
+
+    settings = load_settings(config_file=args.config)
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    app = create_app(lambda: Farm(settings, scheduler_address=args.scheduler, n_workers=args.workers),
+                     load_api_config(settings), recipe)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # set again: importing Dask resets it
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def _token_catalog(args: argparse.Namespace):
+    from catalog import connect, upgrade
+
+    settings = load_settings(config_file=args.config)
+    upgrade(settings.catalog_url)
+    return connect(settings.catalog_url)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from cluster.auth import create_token, parse_scopes
+
+    scopes = parse_scopes(args.scopes)
+    token_id, token = create_token(_token_catalog(args), args.owner, scopes)
+    print(f"token {token_id} for {args.owner} ({','.join(scopes)}); it is shown only now:",
+          file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from cluster.auth import revoke_token
+
+    if not revoke_token(_token_catalog(args), args.token_id):
+        print(f"mediafarm: no live token {args.token_id}", file=sys.stderr)
+        return 2
+    print(f"token {args.token_id} revoked", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from cluster.auth import list_tokens
+
+    for row in list_tokens(_token_catalog(args)):
+        state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "live"
+        print(f"{row['id']}  {row['owner']}  {','.join(row['scopes'])}  {state}")
+    return 0
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

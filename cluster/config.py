@@ -48,7 +48,9 @@ def load_settings(environ: Mapping[str, str] | None = None,
     """Read settings: environment variables win over the YAML file, which wins over defaults."""
     env = os.environ if environ is None else environ
     path = config_file or env.get("MEDIAFARM_CONFIG")
-    file_values = _read_yaml(Path(path)) if path else {}
+    # Dask's own config (a `mediafarm:` section in ~/.config/dask/*.yaml, or
+    # DASK_MEDIAFARM__CATALOG_URL...) is the lowest layer, under our file and env.
+    file_values = {**_dask_section(), **(_read_yaml(Path(path)) if path else {})}
 
     def pick(name: str, default: str | None) -> str | None:
         return env.get(f"MEDIAFARM_{name.upper()}") or file_values.get(name) or default
@@ -83,6 +85,13 @@ def _limits(env: Mapping[str, str], from_file: dict) -> Limits:
         if text is not None:
             values[name] = int(text)
     return Limits(**values)
+
+
+def _dask_section() -> dict:
+    import dask.config
+
+    section = dask.config.get("mediafarm", default={}) or {}
+    return {key.replace("-", "_"): value for key, value in section.items()}
 
 
 def _read_yaml(path: Path) -> dict:

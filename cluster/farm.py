@@ -20,6 +20,7 @@ from cluster.graph import plan_asset, submit_plan
 from cluster.manifest import manifest_size, read_manifest
 from cluster.stores import Store, open_stores
 from cluster.tasks import Job
+from cluster.worker_plugin import MediafarmWorkerPlugin
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
 from pipelines.vips import tool_versions
 
@@ -53,6 +54,7 @@ class Farm:
                 n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
                 processes=True, dashboard_address=":0", env={"VIPS_CONCURRENCY": "1"})
             self.client, self._owns_client = Client(self._cluster), True
+        self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))
         self._stores: dict[str, Store] | None = None
 
     @property
@@ -115,33 +117,52 @@ class Farm:
         in_flight = as_completed()
         pending = submitted = skipped = 0
 
+        batches: dict[str, list[Item]] = {}
+
         def settle(future: Future) -> None:
             nonlocal pending
             pending -= 1
-            counts.update(future.result())
+            items = batches.pop(future.key)
+            try:
+                counts.update(future.result())
+            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: its assets still end
+                for item in items:
+                    self.catalog.record_stop(
+                        item.asset_id, item.attempt, "failed", "worker_lost",
+                        f"the partition could not complete: {type(exc).__name__}: {exc}",
+                        retryable=True)
+                counts["failed"] += len(items)
             if progress:
                 progress(sum(counts.values()) + skipped, total, counts)
 
-        for requests in read_manifest(manifest, self.catalog, batch_size, owner):
-            previous = self.catalog.assets(r.asset_id for r in requests)
-            todo = [r for r in requests if not _done(previous.get(r.asset_id), recipe.id)]
-            skipped += len(requests) - len(todo)
-            counts["skipped"] = skipped
-            if not todo:
-                continue
-            attempts = self.catalog.queue(todo, recipe.id, previous, job_id)
-            originals = self.stores["originals"]
-            items = [Item(r.asset_id, originals.url_for(previous[r.asset_id]["sha256"])
-                          if from_originals else r.source_uri, attempts[r.asset_id])
-                     for r in todo]
-            in_flight.add(self.client.submit(partition, items, recipe, self.settings,
-                                             priority=BULK_PRIORITY, pure=False))
-            pending += 1
-            submitted += len(items)
-            while pending >= limit:
+        try:
+            for requests in read_manifest(manifest, self.catalog, batch_size, owner):
+                previous = self.catalog.assets(r.asset_id for r in requests)
+                todo = [r for r in requests if not _done(previous.get(r.asset_id), recipe.id)]
+                skipped += len(requests) - len(todo)
+                counts["skipped"] = skipped
+                if not todo:
+                    continue
+                attempts = self.catalog.queue(todo, recipe.id, previous, job_id)
+                originals = self.stores["originals"]
+                items = [Item(r.asset_id, originals.url_for(previous[r.asset_id]["sha256"])
+                              if from_originals else r.source_uri, attempts[r.asset_id])
+                         for r in todo]
+                future = self.client.submit(partition, items, recipe, self.settings,
+                                            priority=BULK_PRIORITY, pure=False)
+                batches[future.key] = items
+                in_flight.add(future)
+                pending += 1
+                submitted += len(items)
+                while pending >= limit:
+                    settle(next(in_flight))
+            while pending:
                 settle(next(in_flight))
-        while pending:
-            settle(next(in_flight))
+        except BaseException:
+            # A bad manifest or a lost cluster: the job must not look as if it still ran.
+            self.catalog.update_job(job_id, status="failed", submitted=submitted,
+                                    skipped=skipped, counts=dict(counts))
+            raise
         del counts["skipped"]
         self.catalog.update_job(job_id, status="finished", submitted=submitted, skipped=skipped,
                                 counts=dict(counts))
@@ -175,6 +196,15 @@ class Farm:
         report["job"] = self.backfill(selector, recipe, kind="reencode", from_originals=True,
                                       **backfill_options)
         return report
+
+    def export(self, url: str, storage_options: dict | None = None, **options) -> dict:
+        """Write what changed in the catalog since the last export to ``url`` as Parquet.
+
+        See ``catalog.export.export``; the cluster is not used.
+        """
+        from catalog.export import export
+
+        return export(self.catalog, url, storage_options, **options)
 
     def results(self, asset_ids: list[str]) -> list[dict]:
         summaries = self.catalog.results(asset_ids)

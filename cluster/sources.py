@@ -54,8 +54,8 @@ def _expand_one(source: str) -> list[tuple[str, dict]]:
         if info["type"] == "directory":
             listing = fs.find(path, detail=True)
             files.extend((p, i) for p, i in sorted(listing.items()) if not _hidden(p, path))
-        else:
-            files.append((path, info))
+        elif not (glob.has_magic(source) and path.rsplit("/", 1)[-1].startswith(".")):
+            files.append((path, info))  # a glob skips dot-files, as a folder walk does
     if not files:
         raise SourceError(f"{source}: the folder holds no files")
     return [(fs.unstrip_protocol(p), info) for p, info in files]

@@ -8,6 +8,7 @@ and local files are written beside their key and renamed into place.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from urllib.parse import unquote, urlparse
 
@@ -84,6 +85,48 @@ class Store:
 
     def get(self, digest: str) -> bytes:
         return self.fs.cat_file(self.key(digest))
+
+    def put_file(self, digest: str, local_path: str) -> bool:
+        """Store the local file at ``local_path`` under ``digest``, streamed, put-if-absent.
+
+        As ``put``, but the bytes are copied from disk rather than held in memory;
+        the caller vouches that ``digest`` is the SHA-256 of the file.
+        """
+        key = self.key(digest)
+        if self.fs.exists(key):
+            return False
+        if not isinstance(self.fs, LocalFileSystem):
+            self.fs.put_file(local_path, key)  # object stores publish a PUT once it completes
+            return True
+        self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+        partial = f"{key}.partial-{uuid.uuid4().hex}"
+        shutil.copyfile(local_path, partial)
+        try:
+            os.link(partial, key)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(partial)
+
+    def open(self, digest: str):
+        """A binary file object reading the object, for streaming it out."""
+        return self.fs.open(self.key(digest), "rb")
+
+    def size(self, digest: str) -> int:
+        return int(self.fs.size(self.key(digest)))
+
+    def delete(self, digest: str) -> bool:
+        """Remove the object; True if it was there."""
+        key = self.key(digest)
+        if not self.fs.exists(key):
+            return False
+        self.fs.rm_file(key)
+        return True
+
+    def key_at(self, relative: str) -> str:
+        """The filesystem path of a keyed object (see ``put_at``), e.g. to presign it."""
+        return self._relative_key(relative)
 
     def digests(self) -> list[str]:
         """Every digest stored; for tests and audits, not for hot paths."""

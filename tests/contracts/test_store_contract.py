@@ -168,3 +168,39 @@ def test_put_at_stores_keyed_objects_beside_the_content_addressed_ones(store):
 def test_put_at_refuses_paths_that_escape_or_collide(store, bad):
     with pytest.raises(ValueError):
         store.put_at(bad, b"x")
+
+
+def test_put_file_streams_a_local_file_put_if_absent(store, tmp_path):
+    data = bytes(range(256)) * (5 * 4096) + b"?"  # over s3fs's multipart threshold
+    digest = hashlib.sha256(data).hexdigest()
+    local = tmp_path / "upload.bin"
+    local.write_bytes(data)
+    assert store.put_file(digest, str(local)) is True
+    assert store.put_file(digest, str(local)) is False
+    assert store.get(digest) == data
+    assert store.digests() == [digest]
+    assert local.read_bytes() == data  # the source file is left alone
+
+
+def test_open_and_size_read_an_object_without_loading_it_whole(store):
+    digest, data = blob("streamed out")
+    store.put(digest, data)
+    assert store.size(digest) == len(data)
+    with store.open(digest) as handle:
+        assert handle.read(8) + handle.read() == data
+
+
+def test_delete_removes_only_that_object(store):
+    (kept, kept_data), (gone, gone_data) = blob("kept"), blob("gone")
+    store.put(kept, kept_data)
+    store.put(gone, gone_data)
+    assert store.delete(gone) is True
+    assert store.delete(gone) is False
+    assert store.digests() == [kept]
+
+
+def test_key_at_names_the_keyed_object(store):
+    store.put_at("uploads/abc", b"x")
+    assert store.fs.cat_file(store.key_at("uploads/abc")) == b"x"
+    with pytest.raises(ValueError):
+        store.key_at("../uploads/abc")

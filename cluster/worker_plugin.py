@@ -1,0 +1,115 @@
+"""The Dask worker plugin every Mediafarm worker runs, and what it finds out about its machine.
+
+Registered by the Farm on its client, so it reaches every worker, including
+workers that join later or come back after ``Client.restart()``. It refuses a
+libvips too old to block untrusted loaders, sizes libvips' cache and threads
+for one task per thread, checks that clamd answers, and detects GPUs and the
+hardware video engines FFmpeg can really open (data-centre cards have NVDEC
+but no NVENC: each is tried, never assumed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from pipelines import vips
+
+
+class MediafarmWorkerPlugin(WorkerPlugin):
+    name = "mediafarm"
+
+    def __init__(self, clamd_url: str | None = None, vips_cache_mb: int = 100,
+                 vips_concurrency: int = 1) -> None:
+        self.clamd_url = clamd_url
+        self.vips_cache_mb = vips_cache_mb
+        self.vips_concurrency = vips_concurrency
+        self.report: dict = {}
+
+    def setup(self, worker) -> None:
+        import pyvips
+
+        vips.harden()  # raises on libvips < 8.13: such a worker must not decode uploads
+        pyvips.cache_set_max_mem(self.vips_cache_mb * 1024 * 1024)
+        pyvips.cache_set_max(100)
+        pyvips.concurrency_set(self.vips_concurrency)
+        self.report = {"libvips": vips.tool_versions()["libvips"],
+                       "untrusted_loaders_blocked": True,
+                       "vips_concurrency": self.vips_concurrency,
+                       "clamd": clamd_status(self.clamd_url),
+                       "gpus": detect_gpus(),
+                       "hardware_codecs": detect_hardware_codecs(),
+                       "resources": dict(worker.state.total_resources)}
+
+
+def clamd_status(url: str | None) -> str:
+    if not url:
+        return "not configured"
+    from pipelines.outcome import Failed
+    from pipelines.upload.scan import ClamdScanner
+
+    try:
+        engine, signatures = ClamdScanner(url, timeout=5).version()
+        return f"ok: {engine}, signatures {signatures}"
+    except Failed as exc:
+        return f"unreachable: {exc.message}"
+
+
+def detect_gpus() -> list[dict]:
+    """NVIDIA GPUs as nvidia-smi lists them; empty where there is no driver or no card."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,name,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in filter(None, out.splitlines()):
+        index, name, memory = (part.strip() for part in line.split(","))
+        gpus.append({"index": int(index), "name": name, "memory_mib": int(memory)})
+    return gpus
+
+
+def detect_hardware_codecs() -> dict[str, bool]:
+    """Which NVENC encoders and NVDEC (cuvid) decoders open here, tried for real."""
+    import av
+
+    found = {}
+    for name, mode in (("h264_nvenc", "w"), ("hevc_nvenc", "w"), ("av1_nvenc", "w"),
+                       ("h264_cuvid", "r"), ("hevc_cuvid", "r"), ("av1_cuvid", "r")):
+        try:
+            codec = av.codec.Codec(name, mode)
+        except Exception:  # noqa: BLE001 - not built into this FFmpeg
+            found[name] = False
+            continue
+        found[name] = _opens(codec) if os.path.exists("/dev/nvidiactl") else False
+    return found
+
+
+def _opens(codec) -> bool:
+    """Open the codec on a tiny frame size: the only proof that the engine exists."""
+    import av
+
+    try:
+        context = av.codec.CodecContext.create(codec)
+        if codec.is_encoder:
+            context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+            context.time_base = "1/25"
+        context.open()
+        return True
+    except Exception:  # noqa: BLE001 - no engine, no driver, or no free session
+        return False
+
+
+def worker_reports(client) -> dict[str, dict]:
+    """Each worker's report, by address."""
+    def report(dask_worker) -> dict:
+        plugin = dask_worker.plugins.get(MediafarmWorkerPlugin.name)
+        return plugin.report if plugin else {}
+    return client.run(report)
