@@ -1,0 +1,262 @@
+"""What the HTTP endpoint holds for its lifetime: its limits, one Farm, in-flight work, jobs.
+
+Submissions are fire and forget: the request returns once the catalog says
+``queued`` and the graph is on the scheduler. The futures are kept here until
+they finish, because Dask forgets (and cancels) work nobody holds; the catalog,
+not these futures, says how each asset ends.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import clamd
+from distributed import Future
+from sqlalchemy import text
+
+from catalog.repository import AssetRequest
+from cluster import owned
+from cluster.auth import RateLimiter
+from cluster.config import Settings
+from cluster.farm import Farm
+from pipelines.recipe import DEFAULT_RECIPE, Recipe
+from pipelines.vips import tool_versions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTENT_TYPES = (
+    "image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/heic",
+    "image/heif", "video/mp4", "video/quicktime", "video/webm", "video/x-matroska",
+    "audio/mpeg", "audio/ogg", "audio/wav", "audio/x-wav", "audio/flac", "audio/mp4",
+)
+FORM_OVERHEAD = 64 * 1024
+SUBMIT_BATCH = 200  # assets taken into one catalog round and one graph submission  # room for a multipart body's boundaries and part headers
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The endpoint's own settings, from ``MEDIAFARM_API_*`` and friends."""
+
+    max_upload_bytes: int
+    content_types: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_CONTENT_TYPES))
+    rate_limit: float = 10.0      # requests a second per token, sustained
+    rate_burst: int = 20          # requests at once per token
+    purge_originals_on_delete: bool = False
+    url_expires_s: int = 3600     # presigned GET and PUT URLs
+    source_stores: tuple[str, ...] = ("buffer", "originals")
+    spool_dir: str | None = None  # temporary files of multipart uploads (default: system temp)
+    max_json_bytes: int = 64 * 1024
+
+
+def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None) -> ApiConfig:
+    env = os.environ if environ is None else environ
+
+    def text_value(name: str, default: str) -> str:
+        return env.get(name) or default
+
+    max_upload = env.get("MEDIAFARM_API_MAX_UPLOAD_BYTES")
+    types = env.get("MEDIAFARM_API_CONTENT_TYPES")
+    stores = tuple(s.strip() for s in text_value("MEDIAFARM_API_SOURCE_STORES",
+                                                  "buffer,originals").split(",") if s.strip())
+    unknown = [s for s in stores if s not in settings.stores]
+    if unknown:
+        raise ValueError(f"MEDIAFARM_API_SOURCE_STORES names unknown stores: {unknown}")
+    return ApiConfig(
+        max_upload_bytes=int(max_upload) if max_upload else settings.limits.max_bytes + FORM_OVERHEAD,
+        content_types=(frozenset(t.strip().lower() for t in types.split(",") if t.strip())
+                       if types else frozenset(DEFAULT_CONTENT_TYPES)),
+        rate_limit=float(text_value("MEDIAFARM_API_RATE_LIMIT", "10")),
+        rate_burst=int(text_value("MEDIAFARM_API_RATE_BURST", "20")),
+        purge_originals_on_delete=text_value("MEDIAFARM_PURGE_ORIGINALS_ON_DELETE", "false")
+        .lower() in ("1", "true", "yes", "on"),
+        url_expires_s=int(text_value("MEDIAFARM_API_URL_EXPIRES", "3600")),
+        source_stores=stores,
+        spool_dir=env.get("MEDIAFARM_API_SPOOL_DIR") or None,
+    )
+
+
+class FarmService:
+    """One Farm for the server's lifetime, and the work it has in flight."""
+
+    def __init__(self, farm: Farm, config: ApiConfig, recipe: Recipe | None = None) -> None:
+        self.farm, self.config = farm, config
+        self.settings = farm.settings
+        self.catalog = farm.catalog
+        self.engine = farm.catalog.engine
+        self.stores = farm.stores
+        self.recipe = recipe or DEFAULT_RECIPE
+        self.limiter = RateLimiter(config.rate_limit, config.rate_burst)
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, Future] = {}
+        self._job_errors: dict[str, str] = {}
+        self._closing = False
+        self._queue: queue.Queue = queue.Queue()
+        self._submitter = threading.Thread(target=self._submit_loop, name="mediafarm-submit",
+                                           daemon=True)
+        self._submitter.start()
+
+    # -- assets -------------------------------------------------------------------------------
+
+    def enqueue(self, request: AssetRequest) -> concurrent.futures.Future:
+        """Queue one asset for submission; the future resolves once it is on the scheduler.
+
+        One thread submits for the whole server, taking every request that arrived
+        meanwhile as one batch: one catalog round of reads and upserts for many
+        concurrent uploads instead of one each.
+        """
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((request, done))
+        return done
+
+    def submit(self, request: AssetRequest) -> None:
+        """Submit one asset on the per-asset graph (interactive priority) and return."""
+        self.enqueue(request).result()
+
+    def _submit_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < SUBMIT_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            try:
+                self._submit_batch([request for request, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
+                for _, done in batch:
+                    done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+    def _submit_batch(self, requests: list[AssetRequest]) -> None:
+        unique = list({r.asset_id: r for r in requests}.values())
+        previous = self.catalog.assets(r.asset_id for r in unique)
+        normal, forced = [], []
+        for request in unique:
+            before = previous.get(request.asset_id)
+            if before and before["deleted_at"] is not None:
+                owned.undelete(self.engine, request.asset_id)  # sent again: wanted again
+                forced.append(request)
+                continue
+            with self._lock:
+                running = self._in_flight.get(request.asset_id)
+            if (running is not None and not running.done() and before
+                    and before["source_fingerprint"] == request.fingerprint):
+                continue  # the same bytes are already on their way
+            normal.append(request)
+        for group, force in ((normal, False), (forced, True)):
+            if group:
+                batch = self.farm.submit(group, self.recipe, force=force)
+                for asset_id, future in batch.futures.items():
+                    self._hold(asset_id, batch.attempts[asset_id], future)
+
+    def _hold(self, asset_id: str, attempt: int, future: Future) -> None:
+        with self._lock:
+            self._in_flight[asset_id] = future
+
+        def settled(done: Future) -> None:
+            with self._lock:
+                if self._in_flight.get(asset_id) is done:
+                    del self._in_flight[asset_id]
+            if self._closing or done.status == "finished":
+                return
+            # The graph died on the cluster (e.g. KilledWorker): the asset still ends.
+            try:
+                error = done.exception(timeout=5)
+            except Exception as exc:  # noqa: BLE001 - cancelled futures raise here
+                error = exc
+            self.catalog.record_stop(
+                asset_id, attempt, "failed", "worker_lost",
+                f"the task could not complete on the cluster: {type(error).__name__}: {error}",
+                retryable=True)
+
+        future.add_done_callback(settled)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def start_job(self, kind: str, recipe: Recipe, *, where: str = "", manifest: str = "",
+                  owner: str = "default") -> str:
+        """Start a backfill or re-encode in a background thread; returns its id at once."""
+        job_id = str(uuid.uuid4())
+        tooled = recipe.with_tools(tool_versions())
+        self.catalog.ensure_recipe(tooled.id, tooled.name, tooled.canonical())
+        described = manifest if kind == "backfill" else ",".join(
+            filter(None, ["catalog:status=ready", f"recipe_id!={tooled.id}", where]))
+        self.catalog.start_job(job_id, kind, tooled.id, described)
+
+        def run() -> None:
+            try:
+                if kind == "reencode":
+                    self.farm.reencode(recipe, where=where, job_id=job_id)
+                else:
+                    self.farm.backfill(manifest, recipe, job_id=job_id, owner=owner)
+            except Exception as exc:  # noqa: BLE001 - the job's row must say it ended
+                log.exception("job %s failed", job_id)
+                self._job_errors[job_id] = f"{type(exc).__name__}: {exc}"
+                self.catalog.update_job(job_id, status="failed")
+
+        threading.Thread(target=run, name=f"mediafarm-job-{job_id[:8]}", daemon=True).start()
+        return job_id
+
+    def job_error(self, job_id: str) -> str | None:
+        return self._job_errors.get(job_id)
+
+    # -- health -------------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, str]:
+        """Each dependency's state: ``ok`` or what went wrong."""
+        checks: dict[str, str] = {}
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["catalog"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["catalog"] = _describe(exc)
+        try:
+            workers = self.farm.client.nthreads(callback_timeout=5)
+            checks["scheduler"] = "ok" if workers else "no workers"
+        except Exception as exc:  # noqa: BLE001
+            checks["scheduler"] = _describe(exc)
+        try:
+            answer = _clamd(self.settings.clamd_url).ping()
+            checks["clamd"] = "ok" if answer == "PONG" else f"unexpected answer {answer!r}"
+        except Exception as exc:  # noqa: BLE001
+            checks["clamd"] = _describe(exc)
+        return checks
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._submitter.join(timeout=30)
+        self._closing = True
+        self.farm.close()
+
+
+def _clamd(url: str) -> clamd.ClamdNetworkSocket | clamd.ClamdUnixSocket:
+    parsed = urlparse(url)
+    if parsed.scheme == "unix":
+        return clamd.ClamdUnixSocket(parsed.path, timeout=5)
+    return clamd.ClamdNetworkSocket(parsed.hostname or "127.0.0.1", parsed.port or 3310, timeout=5)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

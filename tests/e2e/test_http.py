@@ -1,0 +1,298 @@
+"""The HTTP endpoint end to end: a real ``mediafarm serve`` process, real Dask, clamd and S3.
+
+Files go up over HTTP, each asset is polled to a terminal status, and every
+rendition URL the API hands out is fetched and decoded: once with local stores
+(URLs served by the app itself) and once with the buffer, originals and
+renditions stores on a moto S3 endpoint (presigned URLs, presigned PUT uploads).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import pyvips
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (content_type_conformance,
+                                               response_schema_conformance,
+                                               status_code_conformance)
+
+from catalog import Catalog, upgrade
+from cluster.openapi import document
+from cluster.samples import EICAR, scene
+from cluster.service import load_api_config
+from tests.conftest import make_settings, s3_store
+from tests.services.api_server import Deployment, start_api_server, wait_terminal
+from tests.services.postgres import scratch_database
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PRESETS = {"large", "medium", "small", "thumb"}
+
+
+def _jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
+    return scene(width, height, seed).jpegsave_buffer(Q=85)
+
+
+@pytest.fixture(scope="module")
+def http() -> httpx.Client:
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, clamd, dask_client) -> Deployment:
+    """Local stores, SQLite catalog, the suite's Dask cluster."""
+    root = tmp_path_factory.mktemp("http-local")
+    settings = make_settings(root / "data", f"sqlite:///{root / 'data' / 'catalog.sqlite'}",
+                             clamd.url)
+    upgrade(settings.catalog_url)
+    server = start_api_server(settings, root, scheduler=dask_client.scheduler.address,
+                              extra_env={"MEDIAFARM_API_RATE_LIMIT": "1000",
+                                         "MEDIAFARM_API_RATE_BURST": "1000"})
+    yield Deployment(server, settings)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def on_s3(tmp_path_factory, clamd, pg_server, s3_endpoint) -> Deployment:
+    """Buffer, originals and renditions on moto S3; PostgreSQL; the server's own LocalCluster.
+
+    Workers open the buffered sources by URL with plain fsspec, so they get the
+    endpoint through FSSPEC_S3, as a deployment on a non-AWS endpoint must.
+    """
+    root = tmp_path_factory.mktemp("http-s3")
+    stores = {name: s3_store(s3_endpoint, name) for name in ("buffer", "originals", "renditions")}
+    fsspec_s3 = {k: v for k, v in stores["buffer"].options.items() if k != "skip_instance_cache"}
+    with scratch_database(pg_server) as catalog_url:
+        upgrade(catalog_url)
+        settings = make_settings(root / "data", catalog_url, clamd.url, stores)
+        server = start_api_server(settings, root, workers=1, extra_env={
+            "FSSPEC_S3": json.dumps(fsspec_s3), "MEDIAFARM_PURGE_ORIGINALS_ON_DELETE": "1",
+            "MEDIAFARM_API_URL_EXPIRES": "600"})
+        yield Deployment(server, settings)
+        server.stop()
+
+
+def _upload(http: httpx.Client, deployment: Deployment, headers: dict, data: bytes,
+            name: str = "photo.jpg", content_type: str = "image/jpeg",
+            extra_headers: dict | None = None) -> httpx.Response:
+    return http.post(f"{deployment.url}/v1/assets", headers={**headers, **(extra_headers or {})},
+                     files={"file": (name, data, content_type)})
+
+
+def _check_renditions(http: httpx.Client, asset: dict, headers: dict | None) -> None:
+    assert asset["status"] == "ready", asset
+    assert {r["preset"] for r in asset["renditions"]} == PRESETS
+    for rendition in asset["renditions"]:
+        response = http.get(rendition["url"], headers=headers or {})
+        assert response.status_code == 200, (rendition["url"], response.text[:200])
+        assert len(response.content) == rendition["bytes"]
+        image = pyvips.Image.new_from_buffer(response.content, "")
+        assert (image.width, image.height) == (rendition["width"], rendition["height"])
+
+
+# -- local stores -----------------------------------------------------------------------------
+
+
+def test_upload_poll_and_fetch_every_rendition_from_the_app(http, local):
+    alice = local.token("alice")
+    answers = [_upload(http, local, alice, _jpeg(seed), f"photo-{seed}.jpg") for seed in (1, 2)]
+    assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+    for answer in answers:
+        body = answer.json()
+        assert set(body) == {"id", "status_url"}
+        asset = wait_terminal(http, body["status_url"], alice)
+        _check_renditions(http, asset, alice)
+        assert all(r["url"].startswith(f"{local.url}/v1/renditions/") and r["url_expires_at"] is None
+                   for r in asset["renditions"])
+        assert [v["version"] for v in asset["versions"]] == [1]
+        # The upload was buffered content-addressed, then taken in like any source.
+        assert local.store("buffer").exists(asset["sha256"])
+        thumb = next(r for r in asset["renditions"] if r["preset"] == "thumb")
+        fetched = http.get(thumb["url"], headers=alice)
+        assert fetched.headers["content-type"] == "image/webp"
+        assert http.get(thumb["url"]).status_code == 401  # rendition URLs need the token too
+
+
+def test_retry_with_the_same_idempotency_key_gets_the_same_answer(http, local):
+    bob = local.token("bob")
+    photo = _jpeg(7)
+    first = _upload(http, local, bob, photo, extra_headers={"Idempotency-Key": "upload-7"})
+    again = _upload(http, local, bob, photo, "renamed.jpg",
+                    extra_headers={"Idempotency-Key": "upload-7"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    other = _upload(http, local, bob, _jpeg(8), extra_headers={"Idempotency-Key": "upload-7"})
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
+    asset = wait_terminal(http, first.json()["status_url"], bob)
+    assert asset["status"] == "ready"
+    record = Catalog(local.settings.catalog_url).assets([asset["id"]])[asset["id"]]
+    assert record["attempt"] == 1  # the retry submitted nothing
+    # Keys belong to their owner: another owner's same key is a new request.
+    carol = local.token("carol")
+    theirs = _upload(http, local, carol, photo, extra_headers={"Idempotency-Key": "upload-7"})
+    assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+
+
+def test_eicar_upload_ends_rejected_infected(http, local):
+    dave = local.token("dave")
+    answer = _upload(http, local, dave, EICAR, "invoice.jpg")
+    assert answer.status_code == 202, answer.text
+    asset = wait_terminal(http, answer.json()["status_url"], dave)
+    assert (asset["status"], asset["reason"]) == ("rejected", "infected")
+    assert "Eicar" in asset["message"] and asset["renditions"] == []
+
+
+def test_delete_unpublishes_renditions_and_keeps_status_and_original(http, local):
+    erin = local.token("erin")
+    answer = _upload(http, local, erin, _jpeg(11))
+    asset = wait_terminal(http, answer.json()["status_url"], erin)
+    thumb = next(r for r in asset["renditions"] if r["preset"] == "thumb")
+    assert http.delete(answer.json()["status_url"], headers=erin).status_code == 204
+    after = http.get(answer.json()["status_url"], headers=erin).json()
+    assert after["status"] == "ready" and after["deleted_at"] and after["renditions"] == []
+    assert http.get(thumb["url"], headers=erin).status_code == 404
+    assert local.store("originals").exists(asset["sha256"])  # kept by default
+    assert http.delete(answer.json()["status_url"], headers=erin).status_code == 204
+    # Sending the same bytes again brings the asset back.
+    again = _upload(http, local, erin, _jpeg(11))
+    assert again.json()["id"] == asset["id"]
+    restored = wait_terminal(http, again.json()["status_url"], erin)
+    assert restored["deleted_at"] is None and len(restored["renditions"]) == 4
+
+
+def test_presigned_uploads_need_an_object_store(http, local):
+    answer = http.post(f"{local.url}/v1/uploads", headers=local.token("fred"))
+    assert answer.status_code == 409
+    assert "S3 or R2" in answer.json()["message"]
+
+
+def test_reencode_job_runs_in_the_background(http, local):
+    gina = local.token("gina", "submit,read,admin")
+    asset = wait_terminal(http, _upload(http, local, gina, _jpeg(21)).json()["status_url"], gina)
+    recipe = {"name": "tiny", "presets": [{"name": "tiny", "width": 64, "format": "webp"}]}
+    started = http.post(f"{local.url}/v1/jobs", headers=gina,
+                        json={"kind": "reencode", "where": "owner=gina", "recipe": recipe})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 60
+    while (job := http.get(started.json()["status_url"], headers=gina).json())["status"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    assert job["status"] == "finished" and job["kind"] == "reencode", job
+    assert job["assets"] == {"ready": 1} and job["submitted"] == 1
+    renditions = http.get(f"{local.url}/v1/assets/{asset['id']}", headers=gina).json()["renditions"]
+    assert [(r["preset"], r["width"]) for r in renditions] == [("tiny", 64)]
+
+
+def test_health_and_readiness(http, local):
+    assert http.get(f"{local.url}/healthz").json() == {"status": "ok"}
+    ready = http.get(f"{local.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready",
+                            "checks": {"catalog": "ok", "scheduler": "ok", "clamd": "ok"}}
+
+
+# -- the OpenAPI document, fuzzed -------------------------------------------------------------
+
+SERVED_DOCUMENT = document(load_api_config(make_settings(Path("/x"), "", ""), {}))
+# (operation, whether it takes input that can be made invalid); the document itself is not fuzzed.
+OPERATIONS = [(f"{method.upper()} {path}",
+               bool(spec.get("requestBody") or spec.get("parameters") or item.get("parameters")))
+              for path, item in SERVED_DOCUMENT["paths"].items() if path != "/openapi.json"
+              for method, spec in item.items() if method != "parameters"]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+
+
+def test_the_served_document_is_the_written_one(http, local):
+    served = http.get(f"{local.url}/openapi.json").json()
+    assert served["openapi"].startswith("3.") and served["paths"] == SERVED_DOCUMENT["paths"]
+
+
+@pytest.fixture(scope="module")
+def live_schema(local):
+    """The document as the live server serves it, not as this test imports it."""
+    return schemathesis.openapi.from_url(f"{local.url}/openapi.json")
+
+
+@pytest.mark.parametrize(("label", "has_input"), OPERATIONS, ids=[o[0] for o in OPERATIONS])
+def test_every_operation_conforms_to_its_openapi_document(label, has_input, local, live_schema):
+    """No 5xx, and every status, content type and body as documented, for valid and invalid input."""
+    operation = next(result.ok() for result in live_schema.get_all_operations()
+                     if result.ok().label == label)
+    admin = local.token("schemathesis", "submit,read,admin")
+    modes = [(GenerationMode.POSITIVE, 30)] + ([(GenerationMode.NEGATIVE, 10)] if has_input else [])
+    for mode, examples in modes:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=examples, deadline=None, database=None,
+                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        def call(case) -> None:
+            case.call_and_validate(base_url=local.url, headers=admin, checks=CHECKS)
+
+        call()
+
+
+# -- S3 stores (moto) -------------------------------------------------------------------------
+
+
+def test_upload_poll_and_fetch_presigned_renditions_on_s3(http, on_s3):
+    alice = on_s3.token("alice")
+    answer = _upload(http, on_s3, alice, _jpeg(31))
+    assert answer.status_code == 202, answer.text
+    asset = wait_terminal(http, answer.json()["status_url"], alice, timeout=120)
+    _check_renditions(http, asset, headers=None)  # presigned: no token needed
+    for rendition in asset["renditions"]:
+        assert "X-Amz-Signature=" in urlsplit(rendition["url"]).query
+        assert rendition["url_expires_at"]
+    assert on_s3.store("buffer").exists(asset["sha256"])
+    assert on_s3.store("originals").exists(asset["sha256"])
+    # Deleting purges the original here (MEDIAFARM_PURGE_ORIGINALS_ON_DELETE=1).
+    assert http.delete(answer.json()["status_url"], headers=alice).status_code == 204
+    assert not on_s3.store("originals").exists(asset["sha256"])
+
+
+def test_presigned_put_upload_end_to_end_on_s3(http, on_s3):
+    bob = on_s3.token("bob")
+    photo = _jpeg(32)
+    made = http.post(f"{on_s3.url}/v1/uploads", headers=bob,
+                     json={"content_type": "image/jpeg", "size": len(photo)})
+    assert made.status_code == 201, made.text
+    upload = made.json()
+    assert upload["method"] == "PUT" and "X-Amz-Signature=" in upload["upload_url"]
+    early = http.post(upload["complete_url"], headers=bob)
+    assert early.status_code == 409 and early.json()["error"] == "not_uploaded"
+    put = http.put(upload["upload_url"], content=photo, headers=upload["headers"])
+    assert put.status_code == 200, put.text
+    done = http.post(upload["complete_url"], headers=bob)
+    assert done.status_code == 202, done.text
+    asset = wait_terminal(http, done.json()["status_url"], bob, timeout=120)
+    _check_renditions(http, asset, headers=None)
+    assert http.post(upload["complete_url"], headers=bob).json() == done.json()
+    # Another owner cannot complete or see it.
+    eve = on_s3.token("eve")
+    assert http.post(upload["complete_url"], headers=eve).status_code == 404
+    assert http.get(done.json()["status_url"], headers=eve).status_code == 404
+
+
+def test_json_source_inside_the_buffer_store_is_taken_in(http, on_s3):
+    carol = on_s3.token("carol")
+    photo = _jpeg(33)
+    buffer = on_s3.store("buffer")
+    buffer.put_at("incoming/carol.jpg", photo)
+    answer = http.post(f"{on_s3.url}/v1/assets", headers=carol,
+                       json={"source_uri": f"{buffer.url}/incoming/carol.jpg"})
+    assert answer.status_code == 202, answer.text
+    asset = wait_terminal(http, answer.json()["status_url"], carol, timeout=120)
+    _check_renditions(http, asset, headers=None)
+    missing = http.post(f"{on_s3.url}/v1/assets", headers=carol,
+                        json={"source_uri": f"{buffer.url}/incoming/absent.jpg"})
+    assert missing.status_code == 422 and missing.json()["error"] == "source_missing"

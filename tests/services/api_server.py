@@ -1,0 +1,131 @@
+"""Run ``mediafarm serve`` as a real process on a loopback port, configured like production."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from catalog import connect
+from cluster.auth import create_token
+from cluster.config import Settings
+from cluster.stores import Store
+
+
+@dataclass
+class ApiServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn shuts down gracefully, closing the Farm), then kill if it hangs."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Deployment:
+    """A running server and the settings it was started with."""
+
+    server: ApiServer
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def token(self, owner: str, scopes: str = "submit,read") -> dict[str, str]:
+        """Authorization headers for a fresh token of ``owner``."""
+        _, token = create_token(connect(self.settings.catalog_url), owner, scopes.split(","))
+        return {"Authorization": f"Bearer {token}"}
+
+    def store(self, name: str) -> Store:
+        return Store(name, self.settings.stores[name])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``MEDIAFARM_*`` variables that make ``load_settings`` return ``settings``."""
+    env = {"MEDIAFARM_DATA_DIR": settings.data_dir, "MEDIAFARM_CATALOG_URL": settings.catalog_url,
+           "MEDIAFARM_CLAMD_URL": settings.clamd_url}
+    for name, store in settings.stores.items():
+        env[f"MEDIAFARM_STORE_{name.upper()}_URL"] = store.url
+        if store.options:
+            env[f"MEDIAFARM_STORE_{name.upper()}_OPTIONS"] = json.dumps(store.options)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_api_server(settings: Settings, log_dir: Path, *, scheduler: str | None = None,
+                     workers: int | None = None, extra_env: dict[str, str] | None = None,
+                     timeout: float = 90) -> ApiServer:
+    """Start the server and wait until it answers ``/healthz`` (after its Farm is up)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MEDIAFARM_", "FSSPEC_")) and k != "DASK_SCHEDULER_ADDRESS"}
+    env.update(settings_env(settings))
+    env.update(extra_env or {})
+    port = free_port()
+    command = [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]
+    if scheduler:
+        command += ["--scheduler", scheduler]
+    if workers:
+        command += ["--workers", str(workers)]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"serve-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = ApiServer(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"mediafarm serve exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=2, trust_env=False).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"mediafarm serve did not answer within {timeout}s:\n{server.log()}")
+        time.sleep(0.2)
+
+
+def wait_terminal(client: httpx.Client, status_url: str, headers: dict[str, str],
+                  timeout: float = 90) -> dict:
+    """Poll an asset until it is ready, rejected or failed (waiting out any 429)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(status_url, headers=headers)
+        if response.status_code == 429:
+            time.sleep(int(response.headers["retry-after"]))
+            continue
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in ("ready", "rejected", "failed"):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"asset still {body['status']} after {timeout}s: {body}")
+        time.sleep(0.25)
