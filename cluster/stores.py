@@ -35,6 +35,19 @@ class Store:
         """The object's URL in the store's own scheme (``file://``, ``s3://``, ``r2://``)."""
         return self.url + self.key(digest)[len(self.root):]
 
+    def path_of(self, url: str) -> str | None:
+        """The filesystem path of a URL inside this store, or None when it lies elsewhere.
+
+        Store URLs (``r2://…``, percent-encoded ``file://…``) are only meaningful with
+        the store's own options; plain fsspec cannot open them.
+        """
+        if not url.startswith(self.url + "/"):
+            return None
+        relative = url[len(self.url) + 1:]
+        if relative.startswith("sha256/"):
+            return self.key(relative.rsplit("/", 1)[-1])
+        return self._relative_key(relative)
+
     def exists(self, digest: str) -> bool:
         return self.fs.exists(self.key(digest))
 

@@ -92,7 +92,7 @@ def _error_text(error: Exception) -> str:
 def scan_task(job: Job) -> Carry:
     def body() -> Carry:
         recorder.current(runtime.catalog(job.settings)).processing(job.asset_id, job.attempt)
-        data = _read_source(job.source_uri, job.settings.limits.max_bytes)
+        data = _read_source(job.source_uri, job.settings.limits.max_bytes, job.settings)
         try:
             verdict = scan(data, runtime.scanner(job.settings.clamd_url))
         except Rejected as exc:
@@ -214,9 +214,18 @@ def _publish(job: Job, carry: Carry) -> list[RenditionRecord]:
     return records
 
 
-def _read_source(uri: str, max_bytes: int) -> bytes:
+def _open_source(uri: str, settings: Settings):
+    """A source inside a configured store opens with that store's options; others via fsspec."""
+    for store in runtime.stores(settings).values():
+        path = store.path_of(uri)
+        if path is not None:
+            return store.fs.open(path, "rb")
+    return fsspec.open(uri, "rb").open()
+
+
+def _read_source(uri: str, max_bytes: int, settings: Settings) -> bytes:
     try:
-        with fsspec.open(uri, "rb") as handle:
+        with _open_source(uri, settings) as handle:
             data = handle.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise Rejected("too_large", f"the file is larger than the {max_bytes}-byte limit")

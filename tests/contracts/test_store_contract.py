@@ -204,3 +204,13 @@ def test_key_at_names_the_keyed_object(store):
     assert store.fs.cat_file(store.key_at("uploads/abc")) == b"x"
     with pytest.raises(ValueError):
         store.key_at("../uploads/abc")
+
+
+def test_path_of_maps_the_store_urls_it_hands_out_back_to_paths(store):
+    digest = hashlib.sha256(b"where").hexdigest()
+    store.put(digest, b"where")
+    assert store.fs.cat_file(store.path_of(store.url_for(digest))) == b"where"
+    store.put_at("hls/x/master.m3u8", b"#EXTM3U\n")
+    assert store.fs.cat_file(store.path_of(store.url_at("hls/x/master.m3u8"))) == b"#EXTM3U\n"
+    assert store.path_of("file:///etc/passwd") is None
+    assert store.path_of(store.url + "-lookalike/x") is None

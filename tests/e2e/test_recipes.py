@@ -84,3 +84,21 @@ def test_original_metadata_goes_to_the_catalog_not_the_renditions(farm, photos):
     assert (metadata["width"], metadata["height"], metadata["colour_space"]) == (2000, 1500, "srgb")
     for rendition in result["renditions"]:
         assert b"Mediafarm Optics" not in farm.stores["renditions"].get(rendition["sha256"])
+
+
+def test_reencode_reads_originals_from_an_s3_store_with_its_own_options(tmp_path, pg_url, clamd,
+                                                                         dask_client, photos,
+                                                                         s3_endpoint):
+    from tests.conftest import s3_store
+
+    stores = {name: s3_store(s3_endpoint, name) for name in ("originals", "renditions")}
+    settings = make_settings(tmp_path / "s3data", pg_url, clamd.url, stores)
+    with Farm(settings, client=dask_client) as farm:
+        farm.ingest([str(photos)]).wait()
+        for photo in photos.iterdir():
+            photo.unlink()  # the sources are gone: only the stored originals remain
+        presets = tuple(replace(p, quality=70) if p.name == "small" else p
+                        for p in DEFAULT_RECIPE.presets)
+        report = farm.reencode(Recipe("default", presets), batch_size=1)
+        assert report["job"]["counts"] == {"ready": 2}
+        assert report["plan"]["renditions"] == {"image": {"small": 2}}
