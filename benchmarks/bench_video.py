@@ -70,7 +70,7 @@ stderr. Nothing here asserts on timings.
 
 Run from the repository root (needs clamd and Debian's ffmpeg)::
 
-    .venv/bin/python benchmarks/bench_video.py                   # 3 rounds, about 6-8 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_video.py      # 3 rounds; about 9 minutes on a busy 2-core VM
     .venv/bin/python benchmarks/bench_video.py --seconds 10 --long-seconds 30 --rounds 1 --json
 """
 
