@@ -179,7 +179,9 @@ def child(method: str, url: str, out: str, batch_rows: int) -> dict:
         report = export(catalog, out, datasets=("renditions",), batch_rows=batch_rows)
         wall = time.perf_counter() - start
         rows = report["datasets"]["renditions"]["rows"]
-        files = len(report["datasets"]["renditions"]["files"])
+        files = report["datasets"]["renditions"]["files"]
+        written = sum((Path(out) / f).stat().st_size for f in files)
+        files = len(files)
     else:
         import pandas as pd
         import pyarrow  # noqa: F401  (to_parquet's engine, imported before timing as ours is)
@@ -195,7 +197,7 @@ def child(method: str, url: str, out: str, batch_rows: int) -> dict:
         frame.to_parquet(Path(out) / "renditions.parquet", compression="zstd")
         wall = time.perf_counter() - start
         rows, files = len(frame), 1
-    written = sum(p.stat().st_size for p in Path(out).rglob("*.parquet"))
+        written = (Path(out) / "renditions.parquet").stat().st_size
     return {"rows": rows, "wall_s": wall, "files": files, "bytes_written": written,
             "rss_before_mib": rss_before / MIB}
 
@@ -364,7 +366,8 @@ def print_report(report: dict) -> None:
     incremental = report.get("incremental")
     if incremental:
         print(f"incremental: {incremental['rows']:,} new rows in {incremental['wall_s']} s, "
-              f"{incremental['files']} new files, peak RSS {incremental['peak_rss_mib']:.0f} MiB")
+              f"{incremental['files']} new file(s), {incremental['bytes_written'] / MIB:.2f} MiB, "
+              f"peak RSS {incremental['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":
