@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from distributed import Client, LocalCluster
 from catalog import upgrade
 from cluster.config import STORE_NAMES, Settings, StoreConfig
 from cluster.local_clamd import LocalClamd, start_clamd
-from tests.services.postgres import scratch_database, server_url
+from tests.services.postgres import PostgresServer, scratch_database, server_url, throwaway_server
 from tests.services.s3 import MotoEndpoint, make_bucket, start_moto
 
 SIGNATURES = Path(__file__).parent / "signatures"
@@ -30,12 +31,31 @@ def pg_server() -> str:
         yield url
 
 
+def _migrated_scratch_database(base_url: str) -> Iterator[str]:
+    with scratch_database(base_url) as url:
+        upgrade(url)
+        yield url
+
+
 @pytest.fixture
 def pg_url(pg_server) -> str:
     """A fresh, migrated PostgreSQL database for one test, dropped afterwards."""
-    with scratch_database(pg_server) as url:
-        upgrade(url)
-        yield url
+    yield from _migrated_scratch_database(pg_server)
+
+
+@pytest.fixture(scope="session")
+def restartable_pg() -> PostgresServer:
+    """The suite's own PostgreSQL server, for tests that stop and restart it (never the shared one)."""
+    with throwaway_server() as server:
+        yield server
+
+
+@pytest.fixture
+def restartable_pg_url(restartable_pg) -> str:
+    """A fresh, migrated database on the restartable server, started again if a test left it down."""
+    if not restartable_pg.running:
+        restartable_pg.start()
+    yield from _migrated_scratch_database(restartable_pg.url)
 
 
 @pytest.fixture

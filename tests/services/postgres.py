@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -133,29 +134,73 @@ def _run(command: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
 
 
+class PostgresServer:
+    """A throwaway cluster on a fixed loopback port that a test may stop, start and restart.
+
+    The port stays the same across restarts, so URLs and pooled engines keep
+    pointing at it, as they would at a production server that restarts.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.initdb, self.pg_ctl = _find_server_binaries()
+        self.workdir = workdir
+        self.data = workdir / "data"
+        self.log = workdir / "server.log"
+        self.port = _free_port()
+        self.prefix = _run_as_prefix(workdir)
+        self.running = False
+        self.url = f"postgresql+psycopg://postgres@{LOCAL_HOST}:{self.port}/postgres"
+
+    def create(self) -> None:
+        """initdb the cluster in the work folder."""
+        # --no-sync and fsync=off: the cluster is deleted afterwards, so durability only costs time.
+        args = ["-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]
+        _run([*self.prefix, self.initdb, *args], self.workdir)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        # Socket in the temp dir: the default socket dir may not exist or be writable here.
+        options = f"-p {self.port} -k {shlex.quote(str(self.workdir))} -c listen_addresses={LOCAL_HOST} -c fsync=off"
+        command = [*self.prefix, self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"]
+        try:
+            _run(command, self.workdir)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}\n{self.log.read_text(errors='replace') if self.log.exists() else ''}") from None
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` ends sessions cleanly, ``immediate`` is a crash."""
+        _run([*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop"], self.workdir)
+        self.running = False
+
+    def restart(self, downtime_s: float = 0.0, mode: str = "fast") -> float:
+        """Stop, stay down ``downtime_s``, start; returns the seconds from the stop to accepting again."""
+        began = time.monotonic()
+        self.stop(mode)
+        time.sleep(downtime_s)
+        self.start()
+        return time.monotonic() - began
+
+
 @contextmanager
-def _throwaway_cluster() -> Iterator[str]:
-    """initdb a temporary cluster, start it on a free loopback port, yield its URL, then delete it."""
-    initdb, pg_ctl = _find_server_binaries()
+def throwaway_server() -> Iterator[PostgresServer]:
+    """initdb a temporary cluster, start it on a free loopback port, yield it, then delete it."""
     workdir = Path(tempfile.mkdtemp(prefix="mediafarm-pg-"))
     try:
-        prefix = _run_as_prefix(workdir)
-        data = workdir / "data"
-        port = _free_port()
-        # --no-sync and fsync=off: the cluster is deleted afterwards, so durability only costs time.
-        initdb_args = ["-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]
-        _run([*prefix, initdb, *initdb_args], workdir)
-        # Socket in the temp dir: the default socket dir may not exist or be writable here.
-        options = f"-p {port} -k {shlex.quote(str(workdir))} -c listen_addresses={LOCAL_HOST} -c fsync=off"
-        start = [*prefix, pg_ctl, "-D", str(data), "-l", str(workdir / "server.log"), "-o", options, "-w", "start"]
+        server = PostgresServer(workdir)
+        server.create()
+        server.start()
         try:
-            _run(start, workdir)
-        except RuntimeError as error:
-            log = workdir / "server.log"
-            raise RuntimeError(f"{error}\n{log.read_text(errors='replace') if log.exists() else ''}") from None
-        try:
-            yield f"postgresql+psycopg://postgres@{LOCAL_HOST}:{port}/postgres"
+            yield server
         finally:
-            _run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], workdir)
+            if server.running:
+                server.stop("immediate")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _throwaway_cluster() -> Iterator[str]:
+    """A throwaway server's URL, for the whole session."""
+    with throwaway_server() as server:
+        yield server.url
