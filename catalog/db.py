@@ -32,7 +32,14 @@ def connect(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    # After a server restart every pooled connection is dead: pre-ping finds the first
+    # one, and SQLAlchemy then invalidates the whole pool (as it does whenever a
+    # statement fails with a disconnect), so later checkouts connect afresh instead
+    # of failing one by one. A bounded connect timeout keeps a black-holed server
+    # from stalling a retry past its budget (catalog.retry).
+    connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
+    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4,
+                         connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from catalog.db import connect
+from catalog.retry import DEFAULT_RETRY_S, Retry, retried
 from catalog.models import Asset, AssetVersion, Base, Blob, Job, Recipe, Rendition, StageRun
 
 
@@ -61,9 +62,18 @@ class RenditionRecord:
 
 
 class Catalog:
-    def __init__(self, url: str) -> None:
+    """The catalog's reads and writes, each one transaction.
+
+    A transaction cut off because the server went away (a restart, a failover) is
+    run again whole, with backoff, for up to ``retry_s`` seconds from its first
+    failure; then ``CatalogUnavailable`` is raised. Writes are idempotent upserts,
+    so a transaction that committed before its reply was lost can run again.
+    """
+
+    def __init__(self, url: str, retry_s: float = DEFAULT_RETRY_S) -> None:
         self.url = url
         self.engine = connect(url)
+        self.retry = Retry(self.engine.url.render_as_string(hide_password=True), retry_s)
 
     # -- generic ------------------------------------------------------------------------------
 
@@ -88,6 +98,7 @@ class Catalog:
                 statement = statement.on_conflict_do_nothing(index_elements=list(keys))
             conn.execute(statement, group)
 
+    @retried
     def row_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
@@ -95,11 +106,13 @@ class Catalog:
 
     # -- recipes and assets -------------------------------------------------------------------
 
+    @retried
     def ensure_recipe(self, recipe_id: str, name: str, definition: dict) -> None:
         with self.engine.begin() as conn:
             self._upsert(conn, Recipe.__table__,
                          [{"id": recipe_id, "name": name, "definition": definition}], ["id"])
 
+    @retried
     def assets(self, asset_ids: Iterable[str]) -> dict[str, dict]:
         ids = list(asset_ids)
         found: dict[str, dict] = {}
@@ -109,6 +122,7 @@ class Catalog:
                 found.update({row.id: dict(row._mapping) for row in rows})
         return found
 
+    @retried
     def queue(self, requests: Sequence[AssetRequest], recipe_id: str,
               previous: dict[str, dict], job_id: str | None = None) -> dict[str, int]:
         """Mark assets queued for a new attempt; return each one's attempt number."""
@@ -126,6 +140,7 @@ class Catalog:
                           "retryable", "attempt", "job_id", "updated_at"])
         return attempts
 
+    @retried
     def mark_processing_many(self, attempts: dict[str, int]) -> None:
         """One executemany for a bulk partition that starts on these assets."""
         with self.engine.begin() as conn:
@@ -134,6 +149,7 @@ class Catalog:
 
     # -- jobs ---------------------------------------------------------------------------------
 
+    @retried
     def start_job(self, job_id: str, kind: str, recipe_id: str, manifest: str) -> None:
         with self.engine.begin() as conn:
             self._upsert(conn, Job.__table__, [{
@@ -141,11 +157,13 @@ class Catalog:
                 "status": "running", "submitted": 0, "skipped": 0, "updated_at": utcnow()}],
                 ["id"], ["status", "updated_at"])
 
+    @retried
     def update_job(self, job_id: str, **values) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(Job.__table__).where(Job.id == job_id)
                          .values(updated_at=utcnow(), **values))
 
+    @retried
     def job_status(self, job_id: str) -> dict | None:
         """The job's row and its assets counted by status, straight from the catalog."""
         with self.engine.connect() as conn:
@@ -156,6 +174,7 @@ class Catalog:
                                   .group_by(Asset.status)).all()
         return {**dict(job._mapping), "assets": {status: n for status, n in counts}}
 
+    @retried
     def results(self, asset_ids: Sequence[str]) -> list[dict]:
         """Each asset's public summary, with the renditions of its current version."""
         found = self.assets(asset_ids)
@@ -169,6 +188,7 @@ class Catalog:
 
     # -- what the stages write ----------------------------------------------------------------
 
+    @retried
     def record_stage(self, record: StageRecord) -> None:
         with self.engine.begin() as conn:
             self._stages(conn, [record])
@@ -180,10 +200,12 @@ class Catalog:
             self._upsert(conn, StageRun.__table__, rows, ["asset_id", "stage", "attempt"],
                          [c for c in rows[0] if c not in ("asset_id", "stage", "attempt")])
 
+    @retried
     def mark_processing(self, asset_id: str, attempt: int) -> None:
         with self.engine.begin() as conn:
             self._update_assets(conn, [{"id": asset_id, "attempt": attempt, "status": "processing"}])
 
+    @retried
     def put_blob(self, sha256: str, size: int, media_type: str, store: str,
                  metadata: dict | None = None) -> None:
         with self.engine.begin() as conn:
@@ -191,6 +213,7 @@ class Catalog:
                                                  "media_type": media_type, "store": store,
                                                  "media_metadata": metadata}], ["sha256"])
 
+    @retried
     def write_batch(self, blobs: Sequence[dict], stages: Sequence[StageRecord],
                     ready: Sequence[tuple], stops: Sequence[tuple]) -> None:
         """Many assets' writes in one transaction: the bulk path's way to the catalog.
@@ -205,6 +228,7 @@ class Catalog:
             self._ready(conn, ready)
             self._stop(conn, stops)
 
+    @retried
     def renditions(self, source_sha256: str, recipe_id: str) -> list[dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(Rendition.__table__)
@@ -213,6 +237,7 @@ class Catalog:
                                 .order_by(Rendition.preset))
             return [dict(row._mapping) for row in rows]
 
+    @retried
     def renditions_by_preset(self, source_sha256: str, preset_ids: Sequence[str]) -> dict[str, dict]:
         """Renditions of this source already made with these preset ids, under any recipe."""
         with self.engine.connect() as conn:
@@ -220,6 +245,7 @@ class Catalog:
                 Rendition.source_sha256 == source_sha256, Rendition.preset_id.in_(list(preset_ids))))
             return {row.preset_id: dict(row._mapping) for row in rows}
 
+    @retried
     def record_ready(self, asset_id: str, attempt: int, source_sha256: str, recipe_id: str,
                      renditions: Sequence[RenditionRecord], store: str) -> None:
         """In one transaction: output blobs, renditions, the asset's version, and ``ready``."""
@@ -250,6 +276,7 @@ class Catalog:
              "current_version": versions[a, blob, recipe]}
             for a, attempt, blob, recipe, _, _ in ready])
 
+    @retried
     def record_stop(self, asset_id: str, attempt: int, status: str, reason: str, message: str,
                     retryable: bool, sha256: str | None = None) -> None:
         with self.engine.begin() as conn:

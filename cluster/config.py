@@ -37,6 +37,8 @@ class Settings:
     # Videos longer than split_after_s are encoded in chunk_s spans on several workers.
     split_after_s: float = 120.0
     chunk_s: float = 60.0
+    # How long a catalog transaction retries while the database server is unreachable.
+    catalog_retry_s: float = 60.0
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -74,6 +76,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         limits=_limits(env, file_values.get("limits") or {}),
         split_after_s=float(pick("split_after_s", "120")),
         chunk_s=float(pick("chunk_s", "60")),
+        catalog_retry_s=float(pick("catalog_retry_s", "60")),
     )
 
 

@@ -15,12 +15,12 @@ _stores: dict[str, dict[str, Store]] = {}
 
 
 def catalog(settings: Settings) -> Catalog:
-    return _catalog(settings.catalog_url)
+    return _catalog(settings.catalog_url, settings.catalog_retry_s)
 
 
 @cache
-def _catalog(url: str) -> Catalog:
-    return Catalog(url)
+def _catalog(url: str, retry_s: float) -> Catalog:
+    return Catalog(url, retry_s)
 
 
 def stores(settings: Settings) -> dict[str, Store]:
