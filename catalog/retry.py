@@ -79,7 +79,7 @@ class Retry:
     server: str
     budget_s: float = DEFAULT_RETRY_S
     first_delay_s: float = 0.05
-    max_delay_s: float = 2.0
+    max_delay_s: float = 1.0
     stats: RetryStats = field(default_factory=RetryStats)
     _inside: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
