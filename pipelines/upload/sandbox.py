@@ -9,11 +9,16 @@ daemonic processes, and ``multiprocessing`` refuses to start children from
 those; ``fork`` from a threaded worker could also deadlock the child on a lock
 some other thread held. ``subprocess`` uses ``posix_spawn``/``vfork`` and an
 ``exec``, so neither applies. The price is an interpreter start per call
-(tens of milliseconds, plus whatever the function's module imports).
+(tens of milliseconds, plus whatever the function's module imports: about a
+second for PyAV on a busy machine), so by default the child is forked from a
+warm, single-threaded fork server started that same way (``forkserver``), which
+has imported the function's module already. ``MEDIAFARM_SANDBOX_WARM=0`` starts
+every child cold.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import enum
 import importlib
@@ -31,6 +36,7 @@ import traceback
 from typing import Any, Callable, TypeVar
 
 from pipelines.outcome import Failed, Rejected, StageStop
+from pipelines.upload import forkserver
 
 T = TypeVar("T")
 
@@ -67,19 +73,39 @@ def run_isolated(func: Callable[..., T], *args: Any, timeout: float, memory_byte
             stdin.write(payload)
             stdin.seek(0)
             del payload
-            returncode, timed_out = _run_child(limits, scratch, stdin, stdout, stderr, timeout)
+            returncode, timed_out = _run_child(func.__module__, limits, scratch,
+                                               (stdin, stdout, stderr), timeout)
             return _outcome(returncode, timed_out, stdout, stderr, timeout, cpu_seconds)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_child(limits: dict, scratch: str, stdin, stdout, stderr, timeout: float) -> tuple[int, bool]:
-    env = dict(os.environ, TMPDIR=scratch,
-               # Each glibc malloc arena reserves 64 MiB of address space; with decoder
-               # threads that alone can exhaust RLIMIT_AS before any real allocation.
-               MALLOC_ARENA_MAX="2")
+def _run_child(module: str, limits: dict, scratch: str, files: tuple, timeout: float
+               ) -> tuple[int, bool]:
     # Absolute paths: the child runs in the scratch directory, where "" would mean something else.
     path = [os.path.abspath(entry) for entry in sys.path]
+    # Each glibc malloc arena reserves 64 MiB of address space; with decoder
+    # threads that alone can exhaust RLIMIT_AS before any real allocation.
+    env = dict(os.environ, MALLOC_ARENA_MAX="2")
+    if os.environ.get("MEDIAFARM_SANDBOX_WARM", "1") != "0":
+        server = _servers.take(env, path)
+        try:
+            return server.run(module, "pipelines.upload.sandbox:_child_main", limits, scratch,
+                              files, timeout, _kill_group)
+        except forkserver.ServerLost:
+            server.close()
+            for handle in files:  # start the cold child on clean files
+                handle.seek(0)
+                if handle is not files[0]:
+                    handle.truncate()
+        finally:
+            _servers.give(server)
+    return _run_cold(path, dict(env, TMPDIR=scratch), limits, scratch, files, timeout)
+
+
+def _run_cold(path: list[str], env: dict, limits: dict, scratch: str, files: tuple,
+              timeout: float) -> tuple[int, bool]:
+    stdin, stdout, stderr = files
     argv = [sys.executable, "-c", _BOOTSTRAP, json.dumps(path), json.dumps(limits)]
     # A new session makes the child a process-group leader, so killpg also reaches anything it spawned.
     child = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
@@ -94,6 +120,15 @@ def _run_child(limits: dict, scratch: str, stdin, stdout, stderr, timeout: float
         _kill_group(child.pid)
         child.wait()  # reap: never leave a zombie behind
     return child.returncode, timed_out
+
+
+_servers = forkserver.Pool()
+atexit.register(_servers.close)
+
+
+def server_pids() -> set[int]:
+    """The idle fork servers' process ids (children of this process that stay)."""
+    return _servers.pids()
 
 
 def _kill_group(pgid: int) -> None:
@@ -183,7 +218,8 @@ def _child_main(limits: dict) -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     try:
-        func, args = pickle.load(sys.stdin.buffer)
+        with open(0, "rb", closefd=False) as payload:  # fd 0, even in a forked child
+            func, args = pickle.load(payload)
         record = ("ok", func(*args))
     except StageStop as stop:
         record = ("stop", type(stop), stop.reason, stop.message, stop.retryable, stop.details)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.outcome import Failed, Rejected
-from pipelines.upload.sandbox import run_isolated
+from pipelines.upload.sandbox import run_isolated, server_pids
 
 LIMITS = {"timeout": 10.0, "memory_bytes": 512 * 1024 * 1024, "cpu_seconds": 10}
 
@@ -92,11 +92,19 @@ def children() -> list[int]:
     return found
 
 
+@pytest.fixture(autouse=True, params=["warm", "cold"])
+def mode(request, monkeypatch) -> str:
+    """Every test runs with children forked from the warm fork server and started cold."""
+    monkeypatch.setenv("MEDIAFARM_SANDBOX_WARM", "1" if request.param == "warm" else "0")
+    return request.param
+
+
 @pytest.fixture(autouse=True)
-def no_children_left():
+def no_children_left(mode):
     before = set(children())
     yield
-    assert set(children()) <= before, "a sandbox child was left running or unreaped"
+    # The idle fork servers stay (that is their point); nothing else may.
+    assert set(children()) - server_pids() <= before, "a sandbox child was left running or unreaped"
 
 
 def rejection(func, *args, **limits) -> Rejected:
@@ -185,3 +193,36 @@ def test_parent_carries_on_after_crashes_and_neighbours_finish():
         except Rejected as stop:
             outcomes.append(stop.reason)
     assert outcomes == [2, "decoder_crashed", 2, "decode_timeout", 2]
+
+
+def own_pid_and_parent() -> tuple[int, int]:
+    return os.getpid(), os.getppid()
+
+
+def threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_warm_children_are_forked_by_a_single_threaded_server(mode):
+    if mode == "cold":
+        pytest.skip("the cold path starts each child itself")
+    first_pid, first_parent = run_isolated(own_pid_and_parent, **LIMITS)
+    second_pid, second_parent = run_isolated(own_pid_and_parent, **LIMITS)
+    assert first_parent == second_parent in server_pids()  # one server, reused
+    assert first_pid != second_pid != second_parent         # a fresh child per call
+    # Forking is only safe from a process with one thread; importing PyAV and libvips
+    # (what the video and probe functions import) must not have started any.
+    from pipelines.transform.video import file_duration
+    with pytest.raises(Exception):
+        run_isolated(file_duration, "/nonexistent.mp4", **LIMITS)
+    assert threads_of(second_parent) == 1
+
+
+def test_a_killed_server_costs_one_warm_start_not_the_call(mode):
+    if mode == "cold":
+        pytest.skip("the cold path has no server")
+    _, server = run_isolated(own_pid_and_parent, **LIMITS)
+    os.kill(server, signal.SIGKILL)
+    os.waitpid(server, 0)
+    assert run_isolated(add, 20, 22, **LIMITS) == 42
+    assert server not in server_pids()
