@@ -21,7 +21,7 @@ from pipelines.transform import chunks
 from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
 from pipelines.outcome import Failed
-from pipelines.transform.video import (VideoOutput, ladder, poster_frame_isolated, preview_clip,
+from pipelines.transform.video import (VideoOutput, isolated, ladder, poster_frame_isolated, preview_clip,
                                        transcode_isolated)
 from pipelines.upload.hashing import sha256_hex
 
@@ -90,8 +90,9 @@ def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> Vide
     from distributed import worker_client
 
     info = carry.validated.media
-    spans = chunks.plan_chunks(chunks.keyframe_times(source), info.duration_s,
-                               job.settings.chunk_s)
+    # Demuxing and decoding the upload happen in sandboxed children, as in the whole encode.
+    keyframes = isolated(chunks.keyframe_times, source, media_s=info.duration_s or 0.0)
+    spans = chunks.plan_chunks(keyframes, info.duration_s, job.settings.chunk_s)
     with worker_client() as client:
         futures = [client.submit(encode_span, job, carry.sha256, start, end, preset, height, info,
                                  pure=False, priority=1) for start, end in spans]
@@ -103,7 +104,8 @@ def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> Vide
         path.write_bytes(buffer.get(digest))
         paths.append(str(path))
     try:
-        return chunks.join_chunks(paths, source, str(folder / f"joined-{height}.mp4"), preset, info)
+        return isolated(chunks.join_chunks, paths, source, str(folder / f"joined-{height}.mp4"),
+                        preset, info, media_s=info.duration_s or 0.0)
     except Failed as exc:
         if exc.reason != "chunk_mismatch":
             raise
@@ -118,7 +120,8 @@ def encode_span(job, source_sha256: str, start: float, end: float, preset, heigh
         source = Path(scratch) / "original"
         source.write_bytes(stores["originals"].get(source_sha256))
         out = Path(scratch) / "chunk.mp4"
-        chunks.encode_chunk(str(source), str(out), start, end, preset, height, info)
+        isolated(chunks.encode_chunk, str(source), str(out), start, end, preset, height, info,
+                 media_s=min(end, info.duration_s or end) - start)
         data = out.read_bytes()
     digest = sha256_hex(data)
     stores["buffer"].put(digest, data)

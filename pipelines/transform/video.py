@@ -215,9 +215,18 @@ def transcode(source: str, out_dir: str, preset: VideoPreset, height: int | None
 def transcode_isolated(source: str, out_dir: str, preset: VideoPreset, height: int | None,
                        info: MediaInfo) -> VideoOutput:
     """transcode in a throwaway child: a decoder crash or runaway costs the rendition, not the worker."""
-    timeout = BASE_TIMEOUT_S + TIMEOUT_PER_SECOND * (info.duration_s or 0.0)
-    return run_isolated(transcode, source, out_dir, preset, height, info, timeout=timeout,
-                        memory_bytes=MEMORY_BYTES, cpu_seconds=_cpu_seconds(timeout))
+    return isolated(transcode, source, out_dir, preset, height, info, media_s=info.duration_s or 0.0)
+
+
+def isolated(func, *args, media_s: float):
+    """``func(*args)`` in a sandboxed child, with time limits for ``media_s`` seconds of media.
+
+    Everything that demuxes or decodes an upload goes through here, so a hostile
+    file can crash, hang or bloat only a child.
+    """
+    timeout = BASE_TIMEOUT_S + TIMEOUT_PER_SECOND * media_s
+    return run_isolated(func, *args, timeout=timeout, memory_bytes=MEMORY_BYTES,
+                        cpu_seconds=_cpu_seconds(timeout))
 
 
 def preview_clip(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo,
@@ -269,8 +278,7 @@ def poster_frame(source: str, info: MediaInfo) -> bytes:
 
 def poster_frame_isolated(source: str, info: MediaInfo) -> bytes:
     """poster_frame in a throwaway child."""
-    return run_isolated(poster_frame, source, info, timeout=BASE_TIMEOUT_S, memory_bytes=MEMORY_BYTES,
-                        cpu_seconds=_cpu_seconds(BASE_TIMEOUT_S))
+    return isolated(poster_frame, source, info, media_s=0.0)
 
 
 def _poster_rung(frame, video) -> int:
