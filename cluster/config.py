@@ -39,6 +39,8 @@ class Settings:
     chunk_s: float = 60.0
     # How long a catalog transaction retries while the database server is unreachable.
     catalog_retry_s: float = 60.0
+    # How long store IO retries transient errors (outages, 5xx, throttling) before failing.
+    storage_retry_s: float = 30.0
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -77,6 +79,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         split_after_s=float(pick("split_after_s", "120")),
         chunk_s=float(pick("chunk_s", "60")),
         catalog_retry_s=float(pick("catalog_retry_s", "60")),
+        storage_retry_s=float(pick("storage_retry_s", "30")),
     )
 
 

@@ -3,27 +3,60 @@
 Objects live at ``<root>/sha256/ab/cd/<digest>``. Writes are put-if-absent and
 never visible half-written: object stores publish a PUT only when it completes,
 and local files are written beside their key and renamed into place.
+
+Every store operation is retried through transient errors (lost or refused
+connections, timeouts, HTTP 5xx and throttling) with jittered exponential backoff
+until a time budget is spent; then ``StorageUnavailable`` ends the asset ``failed``
+and retryable. Underneath, on S3, s3fs's own retry loop is off and botocore makes
+at most three requests per call (its ``standard`` mode), so one store attempt is
+at most three requests and the budget, not the libraries, decides when to give up.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import random
 import shutil
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
+import aiohttp
+import botocore.exceptions
 import fsspec
+from botocore.parsers import ResponseParserError
 from fsspec.implementations.local import LocalFileSystem
 
 from cluster.config import Settings, StoreConfig
+from pipelines.outcome import Failed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# S3 clients: bounded waits, and botocore's standard retries (3 requests at most, and a
+# quota that stops retrying in a long outage) for quick blips, also for code that uses
+# ``Store.fs`` directly. The budget is ours (``Backoff``): s3fs's own loop is turned off.
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 15,
+             "retries": {"mode": "standard", "total_max_attempts": 3}}
 
 
 class Store:
-    def __init__(self, name: str, config: StoreConfig) -> None:
+    def __init__(self, name: str, config: StoreConfig, backoff: Backoff | None = None) -> None:
         self.name = name
         self.url = config.url.rstrip("/")
+        self.backoff = backoff or Backoff()
         protocol, options, path = _resolve(config)
+        if protocol == "s3":
+            config_kwargs = {**S3_CONFIG, **options.get("config_kwargs", {})}
+            options = {**options, "config_kwargs": config_kwargs}
         self.fs: fsspec.AbstractFileSystem = fsspec.filesystem(protocol, **options)
+        if protocol == "s3":
+            self.fs.retries = 1  # s3fs's retry loop: one pass, botocore's and ours do the rest
         self.root = path.rstrip("/")
 
     def key(self, digest: str) -> str:
@@ -49,7 +82,8 @@ class Store:
         return self._relative_key(relative)
 
     def exists(self, digest: str) -> bool:
-        return self.fs.exists(self.key(digest))
+        key = self.key(digest)
+        return self._io("checking", key, lambda: self.fs.exists(key))
 
     def put(self, digest: str, data: bytes) -> bool:
         """Store ``data`` under ``digest`` unless it is there already; True if written now.
@@ -57,7 +91,8 @@ class Store:
         Two writers racing on one digest write the same bytes, so either may win; on
         local folders exactly one reports True, on object stores both may.
         """
-        return self._put_if_absent(self.key(digest), data)
+        key = self.key(digest)
+        return self._io("writing", key, lambda: self._put_if_absent(key, data))
 
     def put_at(self, relative: str, data: bytes) -> bool:
         """Store ``data`` at a path of its own (an HLS package's files), put-if-absent.
@@ -65,13 +100,15 @@ class Store:
         The path names what made the bytes (source digest, preset id), so two writers
         of one path write the same bytes, as with digests.
         """
-        return self._put_if_absent(self._relative_key(relative), data)
+        key = self._relative_key(relative)
+        return self._io("writing", key, lambda: self._put_if_absent(key, data))
 
     def url_at(self, relative: str) -> str:
         return self.url + self._relative_key(relative)[len(self.root):]
 
     def get_at(self, relative: str) -> bytes:
-        return self.fs.cat_file(self._relative_key(relative))
+        key = self._relative_key(relative)
+        return self._io("reading", key, lambda: self.fs.cat_file(key))
 
     def _relative_key(self, relative: str) -> str:
         parts = relative.split("/")
@@ -87,17 +124,18 @@ class Store:
             return True
         self.fs.makedirs(self.fs._parent(key), exist_ok=True)
         partial = f"{key}.partial-{uuid.uuid4().hex}"
-        self.fs.pipe_file(partial, data)
         try:
+            self.fs.pipe_file(partial, data)
             os.link(partial, key)  # atomic, and fails if the key exists: put-if-absent
             return True
         except FileExistsError:
             return False
         finally:
-            os.unlink(partial)
+            _unlink_if_there(partial)  # also when the write itself failed half-way
 
     def get(self, digest: str) -> bytes:
-        return self.fs.cat_file(self.key(digest))
+        key = self.key(digest)
+        return self._io("reading", key, lambda: self.fs.cat_file(key))
 
     def put_file(self, digest: str, local_path: str) -> bool:
         """Store the local file at ``local_path`` under ``digest``, streamed, put-if-absent.
@@ -106,32 +144,44 @@ class Store:
         the caller vouches that ``digest`` is the SHA-256 of the file.
         """
         key = self.key(digest)
+        return self._io("writing", key, lambda: self._put_file_if_absent(key, local_path))
+
+    def _put_file_if_absent(self, key: str, local_path: str) -> bool:
         if self.fs.exists(key):
             return False
         if not isinstance(self.fs, LocalFileSystem):
-            self.fs.put_file(local_path, key)  # object stores publish a PUT once it completes
+            # Object stores publish a PUT once it completes; s3fs aborts a failed multipart upload.
+            self.fs.put_file(local_path, key)
             return True
         self.fs.makedirs(self.fs._parent(key), exist_ok=True)
         partial = f"{key}.partial-{uuid.uuid4().hex}"
-        shutil.copyfile(local_path, partial)
         try:
+            shutil.copyfile(local_path, partial)
             os.link(partial, key)
             return True
         except FileExistsError:
             return False
         finally:
-            os.unlink(partial)
+            _unlink_if_there(partial)
 
     def open(self, digest: str):
-        """A binary file object reading the object, for streaming it out."""
-        return self.fs.open(self.key(digest), "rb")
+        """A binary file object reading the object, for streaming it out.
+
+        Opening is retried; reads from the returned object are not (they may be half done).
+        """
+        key = self.key(digest)
+        return self._io("opening", key, lambda: self.fs.open(key, "rb"))
 
     def size(self, digest: str) -> int:
-        return int(self.fs.size(self.key(digest)))
+        key = self.key(digest)
+        return self._io("sizing", key, lambda: int(self.fs.size(key)))
 
     def delete(self, digest: str) -> bool:
         """Remove the object; True if it was there."""
         key = self.key(digest)
+        return self._io("deleting", key, lambda: self._delete(key))
+
+    def _delete(self, key: str) -> bool:
         if not self.fs.exists(key):
             return False
         self.fs.rm_file(key)
@@ -144,9 +194,17 @@ class Store:
     def digests(self) -> list[str]:
         """Every digest stored; for tests and audits, not for hot paths."""
         base = f"{self.root}/sha256"
+        return self._io("listing", base, lambda: self._digests(base))
+
+    def _digests(self, base: str) -> list[str]:
         if not self.fs.exists(base):
             return []
         return sorted(p.rsplit("/", 1)[-1] for p in self.fs.find(base) if ".partial-" not in p)
+
+    def _io(self, verb: str, key: str, call: Callable[[], T]) -> T:
+        """Run one store operation through the retry policy; see ``retrying``."""
+        where = f"the {self.name} store ({self.url})"
+        return retrying(f"{verb} {key[len(self.root) + 1:] or key} in {where}", call, self.backoff)
 
 
 def _resolve(config: StoreConfig) -> tuple[str, dict, str]:
@@ -170,4 +228,118 @@ def _resolve(config: StoreConfig) -> tuple[str, dict, str]:
 
 
 def open_stores(settings: Settings) -> dict[str, Store]:
-    return {name: Store(name, config) for name, config in settings.stores.items()}
+    backoff = Backoff(budget_s=settings.storage_retry_s)
+    return {name: Store(name, config, backoff) for name, config in settings.stores.items()}
+
+
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long store IO keeps trying through transient errors: jittered, exponential, bounded.
+
+    The ceiling of each wait doubles from ``first_s`` up to ``cap_s``; the wait itself is
+    drawn between half the ceiling and all of it, so workers hit by one outage spread
+    out, yet none hammers the endpoint. Attempts stop once ``budget_s`` has passed since
+    the first began; the last wait is cut short to end on the budget, for one last try.
+    """
+
+    budget_s: float = 30.0
+    first_s: float = 0.2
+    cap_s: float = 5.0
+
+    def wait(self, failures: int, elapsed_s: float, jitter: float) -> float | None:
+        """Seconds to sleep after ``failures`` failed attempts (1, 2...), or None: give up.
+
+        ``elapsed_s`` is the time since the first attempt began and ``jitter`` a draw
+        from [0, 1); no clock, no randomness inside, so the policy is testable as is.
+        """
+        left = self.budget_s - elapsed_s
+        if left <= 0:
+            return None
+        ceiling = min(self.cap_s, self.first_s * 2 ** min(failures - 1, 32))
+        return min(left, ceiling * (1 + jitter) / 2)
+
+
+class StorageUnavailable(Failed):
+    """A store kept failing with transient errors for its whole retry budget."""
+
+    def __init__(self, message: str, details: dict) -> None:
+        super().__init__("storage_unavailable", message, retryable=True, details=details)
+
+    def __reduce__(self):  # crosses Dask between workers: rebuild from what __init__ takes
+        return type(self), (self.message, self.details)
+
+
+# s3fs turns S3 error codes into OSErrors by errno; these say the request itself is wrong.
+_PERMANENT_ERRNOS = frozenset({errno.EINVAL, errno.EPERM, errno.EACCES, errno.ENOSYS,
+                               errno.EMSGSIZE, errno.ENAMETOOLONG, errno.EROFS,
+                               errno.ENOTEMPTY, errno.EREMCHG})
+_RETRYABLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                              "TooManyRequests", "TooManyRequestsException", "ServiceUnavailable",
+                              "InternalError", "RequestLimitExceeded"})
+
+
+def transient(error: BaseException) -> bool:
+    """Whether a storage error may go away by itself: lost or refused connections,
+    timeouts, HTTP 5xx and throttling. Missing objects, refused permissions and
+    malformed requests are not: retrying them only delays the answer.
+    """
+    if isinstance(error, (FileNotFoundError, FileExistsError, PermissionError,
+                          IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(error, botocore.exceptions.ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or status == 429 or error.response.get("Error", {}).get(
+            "Code") in _RETRYABLE_CODES
+    if isinstance(error, aiohttp.ClientResponseError):
+        return error.status >= 500 or error.status == 429
+    if isinstance(error, (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError,
+                          botocore.exceptions.IncompleteReadError, ResponseParserError,
+                          aiohttp.ClientError)):
+        return True
+    if isinstance(error, OSError):  # ConnectionError, TimeoutError, s3fs's EBUSY/EREMOTEIO/EIO
+        return error.errno not in _PERMANENT_ERRNOS
+    return False
+
+
+def retrying(operation: str, call: Callable[[], T], backoff: Backoff, *,
+             sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic,
+             jitter: Callable[[], float] = random.random) -> T:
+    """``call()``, retried through transient errors (see ``transient``) as ``backoff`` says.
+
+    Other errors are raised at once. When the budget is spent, raises
+    ``StorageUnavailable`` naming ``operation``, the attempts, the time and the last error.
+    """
+    start, attempt = clock(), 0
+    while True:
+        attempt += 1
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - sorted by transient() just below
+            if not transient(exc):
+                raise
+            error = exc
+        else:
+            if attempt > 1:
+                log.warning("%s succeeded on attempt %d after %.1f s", operation, attempt,
+                            clock() - start)
+            return result
+        elapsed = clock() - start
+        wait = backoff.wait(attempt, elapsed, jitter())
+        if wait is None:
+            text = f"{type(error).__name__}: {error}"
+            raise StorageUnavailable(
+                f"{operation} failed {attempt} times over {elapsed:.1f} s (budget "
+                f"{backoff.budget_s:g} s); last error: {text}",
+                {"operation": operation, "attempts": attempt, "elapsed_s": round(elapsed, 3),
+                 "error": text}) from error
+        log.info("%s: attempt %d: %s: %s; again in %.2f s", operation, attempt,
+                 type(error).__name__, error, wait)
+        sleep(wait)

@@ -18,6 +18,7 @@ import fsspec
 from catalog.repository import RenditionRecord, StageRecord, utcnow
 from cluster import recorder, runtime, video_tasks
 from cluster.config import Settings
+from cluster.stores import Backoff, retrying
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outputs import planned_outputs
 from pipelines.outcome import Failed, Rejected, StageStop, Status, Stop
@@ -224,16 +225,19 @@ def _open_source(uri: str, settings: Settings):
 
 
 def _read_source(uri: str, max_bytes: int, settings: Settings) -> bytes:
-    try:
+    def read() -> bytes:
         with _open_source(uri, settings) as handle:
-            data = handle.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise Rejected("too_large", f"the file is larger than the {max_bytes}-byte limit")
-        return data
+            return handle.read(max_bytes + 1)
+    try:
+        # Transient errors are retried; past the budget StorageUnavailable (a Failed) ends it.
+        data = retrying(f"reading the source {uri}", read, Backoff(settings.storage_retry_s))
     except FileNotFoundError as exc:
         raise Failed("source_missing", f"the source {uri} no longer exists") from exc
     except OSError as exc:
         raise Failed("storage_unavailable", f"reading {uri} failed: {exc}", retryable=True) from exc
+    if len(data) > max_bytes:
+        raise Rejected("too_large", f"the file is larger than the {max_bytes}-byte limit")
+    return data
 
 
 TASKS: dict[str, Callable] = {
