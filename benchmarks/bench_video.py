@@ -103,6 +103,7 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipelines.recipe import Preset, Recipe, VideoPreset  # noqa: E402
+from pipelines.upload.sandbox import drop_realtime  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNATURES = ROOT / "tests" / "signatures"
@@ -121,53 +122,6 @@ HEIGHT = 720
 
 def recipe(name: str, *video: VideoPreset) -> Recipe:
     return Recipe(f"bench-{name}", (THUMB,), video=video)
-
-
-# -- real-time priority ---------------------------------------------------------------------------
-
-CAP_SYS_NICE = 23
-PR_CAPBSET_DROP = 24
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-def drop_realtime() -> str:
-    """Give up CAP_SYS_NICE for this process and everything it starts; say what was done.
-
-    Run as root, SVT-AV1 (Debian's 1.4 and PyAV's 4.1 alike) gives its threads
-    SCHED_FIFO priority 99, and PyAV's build also switches the thread that opens
-    the encoder, whose later children inherit it. Real-time encodes would starve
-    everything else on a shared machine and favour whichever contender happens
-    to inherit the policy. Without CAP_SYS_NICE (and with RLIMIT_RTPRIO 0, the
-    default) those requests fail and SVT-AV1 carries on at normal priority.
-    Capabilities are per thread: call this before starting any thread that
-    starts processes or encoders.
-    """
-    import ctypes
-
-    if not sys.platform.startswith("linux"):
-        return "not Linux: left alone"
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
-    header, data = Header(_LINUX_CAPABILITY_VERSION_3, 0), (Data * 2)()
-    if libc.capget(ctypes.byref(header), data) != 0:
-        return f"capget failed (errno {ctypes.get_errno()}): left alone"
-    if not data[0].effective & (1 << CAP_SYS_NICE):
-        return "no CAP_SYS_NICE to begin with"
-    # The bounding set first (needs CAP_SETPCAP): exec'd children of root get only what it holds.
-    if libc.prctl(PR_CAPBSET_DROP, CAP_SYS_NICE, 0, 0, 0) != 0:
-        return f"PR_CAPBSET_DROP failed (errno {ctypes.get_errno()}): left alone"
-    for field in ("effective", "permitted", "inheritable"):
-        setattr(data[0], field, getattr(data[0], field) & ~(1 << CAP_SYS_NICE))
-    if libc.capset(ctypes.byref(header), data) != 0:
-        return f"capset failed (errno {ctypes.get_errno()}): only the bounding set dropped"
-    return "CAP_SYS_NICE dropped: every encoder runs at normal priority"
 
 
 # -- the clips ----------------------------------------------------------------------------------

@@ -205,6 +205,51 @@ def _tail(stream) -> str:
     return lines[-1] if lines else ""
 
 
+CAP_SYS_NICE = 23
+PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_realtime() -> str:
+    """Give up CAP_SYS_NICE for this process and everything it starts; say what was done.
+
+    Run as root, SVT-AV1 (Debian's 1.4 and PyAV's 4.1 alike) gives its threads
+    SCHED_FIFO priority 99, and PyAV's build also switches the thread that opens
+    the encoder, whose later children inherit it. A real-time encode would starve
+    everything else on the worker's machine (Dask's own heartbeats included).
+    Without CAP_SYS_NICE (and with RLIMIT_RTPRIO 0, the default) those requests
+    fail and SVT-AV1 carries on at normal priority. Capabilities are per thread:
+    call this before starting any thread that starts processes or encoders (the
+    sandbox child does, first thing).
+    """
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return "not Linux: left alone"
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    header, data = Header(_LINUX_CAPABILITY_VERSION_3, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        return f"capget failed (errno {ctypes.get_errno()}): left alone"
+    if not data[0].effective & (1 << CAP_SYS_NICE):
+        return "no CAP_SYS_NICE to begin with"
+    # The bounding set first (needs CAP_SETPCAP): exec'd children of root get only what it holds.
+    if libc.prctl(PR_CAPBSET_DROP, CAP_SYS_NICE, 0, 0, 0) != 0:
+        return f"PR_CAPBSET_DROP failed (errno {ctypes.get_errno()}): left alone"
+    for field in ("effective", "permitted", "inheritable"):
+        setattr(data[0], field, getattr(data[0], field) & ~(1 << CAP_SYS_NICE))
+    if libc.capset(ctypes.byref(header), data) != 0:
+        return f"capset failed (errno {ctypes.get_errno()}): only the bounding set dropped"
+    return "CAP_SYS_NICE dropped: every encoder runs at normal priority"
+
+
 def _child_main(limits: dict) -> None:
     """The child's side: apply limits, run the function, write one record to stdout, exit."""
     memory = limits["memory_bytes"]
@@ -214,6 +259,7 @@ def _child_main(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     # A core dump of a crashed decoder is slow to write and holds the hostile input.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    drop_realtime()
     # Keep the real stdout for the result; anything the function or a library prints goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -226,3 +226,18 @@ def test_a_killed_server_costs_one_warm_start_not_the_call(mode):
     os.waitpid(server, 0)
     assert run_isolated(add, 20, 22, **LIMITS) == 42
     assert server not in server_pids()
+
+
+def effective_capabilities() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no CapEff line")
+
+
+def test_children_cannot_make_themselves_real_time():
+    # SVT-AV1 asks for SCHED_FIFO 99 when it can; a child must never hold that power.
+    if not effective_capabilities() & (1 << 23):
+        pytest.skip("this process has no CAP_SYS_NICE to give up (not root)")
+    assert not run_isolated(effective_capabilities, **LIMITS) & (1 << 23)
+    assert effective_capabilities() & (1 << 23)  # the worker itself keeps its own
