@@ -238,7 +238,7 @@ def _status(args: argparse.Namespace) -> int:
 
     settings = load_settings(config_file=args.config)
     upgrade(settings.catalog_url)
-    job = Catalog(settings.catalog_url).job_status(args.job)
+    job = Catalog(settings.catalog_url, settings.catalog_retry_s).job_status(args.job)
     if job is None:
         print(f"mediafarm: no job {args.job} in {settings.catalog_url}", file=sys.stderr)
         return 2
@@ -294,7 +294,7 @@ def _export(args: argparse.Namespace) -> int:
 
     settings = load_settings(config_file=args.config)
     upgrade(settings.catalog_url)
-    report = export(Catalog(settings.catalog_url), args.to, args.storage_options,
+    report = export(Catalog(settings.catalog_url, settings.catalog_retry_s), args.to, args.storage_options,
                     batch_rows=args.batch_rows, settle=args.settle)
     print(json.dumps(report, indent=2))
     return 0
