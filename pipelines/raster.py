@@ -23,13 +23,15 @@ class Raster:
     page_height: int | None = None
     delay: tuple[int, ...] | None = None
     loop: int | None = None
+    # Where the pixels were decoded and shrunk: "cpu", or pipelines.transform.gpu.GPU_PATH.
+    path: str = "cpu"
 
     @property
     def frames(self) -> int:
         return self.height // self.page_height if self.page_height else 1
 
     @classmethod
-    def from_image(cls, preset: str, image: pyvips.Image) -> "Raster":
+    def from_image(cls, preset: str, image: pyvips.Image, path: str = "cpu") -> "Raster":
         def field(name: str):
             return image.get(name) if image.get_typeof(name) else None
 
@@ -43,7 +45,7 @@ class Raster:
                    bytes(icc) if icc is not None else None,
                    page_height if animated else None,
                    tuple(delay) if animated and delay else None,
-                   field("loop") if animated else None)
+                   field("loop") if animated else None, path)
 
     def to_image(self) -> pyvips.Image:
         image = pyvips.Image.new_from_memory(self.pixels, self.width, self.height,

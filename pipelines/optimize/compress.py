@@ -11,7 +11,7 @@ smallest encoding that meets it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyvips
 
@@ -56,7 +56,9 @@ def compress(raster: Raster, preset: Preset) -> Encoded:
         # A still frame is always smaller than the animation; auto must not drop the motion.
         formats = tuple(f for f in formats if f in ANIMATED_FORMATS) or formats
     encodings = [_encode_for_target(image, raster.preset, fmt, preset) for fmt in formats]
-    return min(encodings, key=lambda e: len(e.data))
+    best = min(encodings, key=lambda e: len(e.data))
+    # The rendition's encoder settings also say which path decoded and shrank it.
+    return replace(best, settings={**best.settings, "path": raster.path})
 
 
 def encode(image: pyvips.Image, fmt: str, quality: int | None,

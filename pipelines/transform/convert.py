@@ -15,4 +15,4 @@ def to_srgb(raster: Raster) -> Raster:
     if image.format != "uchar":
         # 16-bit and float sources: libvips rescales to 8 bits in the target space.
         image = image.colourspace("b-w" if image.bands in (1, 2) else "srgb").cast("uchar")
-    return Raster.from_image(raster.preset, image)
+    return Raster.from_image(raster.preset, image, path=raster.path)

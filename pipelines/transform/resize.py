@@ -4,6 +4,8 @@ libvips decodes the original straight to the smallest size that still serves
 the largest preset (JPEG shrink-on-load makes that far cheaper than a full
 decode), EXIF orientation applied; the intermediate is held in memory and each
 preset is resized from it, so the file is decoded once whatever the preset count.
+On a GPU worker a JPEG's intermediate can come from the GPU instead
+(``pipelines.transform.gpu``); the presets are cut from it the same way.
 """
 
 from __future__ import annotations
@@ -15,29 +17,49 @@ import pyvips
 from pipelines.outcome import Rejected
 from pipelines.raster import Raster
 from pipelines.recipe import Preset
+from pipelines.transform import gpu
 from pipelines.vips import first_line
 
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+DEVICES = ("cpu", "gpu")
 
 
-def resize(data: bytes, presets: tuple[Preset, ...]) -> list[Raster]:
+def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu") -> list[Raster]:
     """One raster per preset, upright, never upscaled.
 
     ``contain`` fits inside the preset's box; ``cover`` fills the box exactly,
     cropping by ``crop`` (centre, attention, entropy...); ``fill`` stretches to
-    the box exactly.
+    the box exactly. ``device="gpu"`` makes the intermediate of a single-frame
+    JPEG on the GPU when this process can (``pipelines.transform.gpu``); every
+    other image, and any the GPU refuses, takes the CPU path. Each raster's
+    ``path`` says which one made it.
     """
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {DEVICES}")
     try:
         width, height, frames = _header(data)
         if frames > 1:
             return [Raster.from_image(p.name, _animated(data, p, width, height)) for p in presets]
         scale = min(1.0, max(_scale(p, width, height) for p in presets))
-        intermediate = pyvips.Image.thumbnail_buffer(
-            data, math.ceil(width * scale), height=math.ceil(height * scale), size="down",
-            option_string="fail_on=truncated").copy_memory()
-        return [Raster.from_image(p.name, _fit(intermediate, p, width, height)) for p in presets]
+        intermediate, path = _intermediate(data, width, height, scale, device)
+        return [Raster.from_image(p.name, _fit(intermediate, p, width, height), path=path)
+                for p in presets]
     except pyvips.Error as exc:
         raise Rejected("corrupt", f"the image cannot be decoded: {first_line(exc)}") from exc
+
+
+def _intermediate(data: bytes, width: int, height: int, scale: float,
+                  device: str) -> tuple[pyvips.Image, str]:
+    """The one decode every preset is cut from, and the path that made it."""
+    size = math.ceil(width * scale), math.ceil(height * scale)
+    if device == "gpu" and gpu.gpu_decoder_available() is None:
+        try:
+            return gpu.gpu_intermediate(data, width, height, *size), gpu.GPU_PATH
+        except gpu.GpuDecodeError:
+            pass  # not a JPEG the GPU takes (CMYK, grey, truncated...): libvips decides
+    return pyvips.Image.thumbnail_buffer(
+        data, size[0], height=size[1], size="down",
+        option_string="fail_on=truncated").copy_memory(), "cpu"
 
 
 def _header(data: bytes) -> tuple[int, int, int]:
