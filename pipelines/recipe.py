@@ -83,10 +83,14 @@ class Preset:
         return self.width, self.height or self.width
 
 
-VIDEO_CODECS = ("libx264", "libsvtav1", "libvpx-vp9")
+# NVIDIA's hardware encoders: named by a recipe, used only where a worker's GPU has NVENC
+# (data-centre cards such as the H100 have none), never swapped for a software one.
+NVENC_CODECS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+NVENC_SPEEDS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
+VIDEO_CODECS = ("libx264", "libsvtav1", "libvpx-vp9") + NVENC_CODECS
 AUDIO_CODECS = ("aac", "libopus")
-CONTAINERS = {"mp4": ("libx264", "libsvtav1", "aac", "libopus"),
-              "webm": ("libvpx-vp9", "libsvtav1", "libopus"),
+CONTAINERS = {"mp4": ("libx264", "libsvtav1", *NVENC_CODECS, "aac", "libopus"),
+              "webm": ("libvpx-vp9", "libsvtav1", "av1_nvenc", "libopus"),
               "ogg": ("libopus",)}
 
 
@@ -95,7 +99,8 @@ class VideoPreset:
     """A video (or audio-only) rendition ladder: one encoding per height, never upscaled.
 
     ``crf`` or ``bit_rate`` sets the rate control; ``speed`` is the encoder's own
-    preset (x264: ultrafast..veryslow; SVT-AV1: 0..13; VP9: cpu-used 0..8).
+    preset (x264: ultrafast..veryslow; SVT-AV1: 0..13; VP9: cpu-used 0..8; NVENC:
+    p1..p7, which it must name, since the default is x264's).
     Audio-only sources get one audio rendition in the same container (``ogg``
     for Opus in ``webm``). ``hls`` also packages the ladder as HLS.
     """
@@ -122,6 +127,9 @@ class VideoPreset:
             raise ValueError(f"preset name {self.name!r} must be letters, digits, '-' or '_'")
         if self.codec not in VIDEO_CODECS:
             raise bad(f"codec {self.codec!r} is not one of {VIDEO_CODECS}")
+        if self.codec in NVENC_CODECS and self.speed not in NVENC_SPEEDS:
+            raise bad(f"{self.codec} takes a speed of {NVENC_SPEEDS[0]} (fastest) to "
+                      f"{NVENC_SPEEDS[-1]} (best), not {self.speed!r}")
         if self.audio_codec is not None and self.audio_codec not in AUDIO_CODECS:
             raise bad(f"audio codec {self.audio_codec!r} is not one of {AUDIO_CODECS}")
         if self.container not in CONTAINERS:

@@ -26,7 +26,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from pipelines.outcome import Failed, Rejected
-from pipelines.recipe import VideoPreset
+from pipelines.recipe import NVENC_CODECS, VideoPreset
 from pipelines.upload.media_probe import OPEN_OPTIONS, MediaInfo
 from pipelines.upload.sandbox import run_isolated
 
@@ -46,6 +46,11 @@ POSTER_SPAN_S = 60.0
 POSTER_MIN_LUMA = 40.0
 POSTER_MIN_STDDEV = 12.0
 POSTER_MAX_SIDE = 1920
+# NVENC encoders: used only when a recipe names one, and a failure where the engine is missing.
+HARDWARE_ENCODERS = frozenset(NVENC_CODECS)
+# NVDEC through FFmpeg's cuvid decoders, by the source's codec. Decoding is bit-exact by
+# these standards, so the frames equal the software decoder's: only the engine differs.
+NVDEC_DECODERS = {"h264": "h264_cuvid", "hevc": "hevc_cuvid", "av1": "av1_cuvid"}
 # Sandbox limits: decoding plus encoding, with codec threads.
 MEMORY_BYTES = 6 * 1024 ** 3
 BASE_TIMEOUT_S = 60.0
@@ -116,11 +121,18 @@ def video_settings(preset: VideoPreset, frame_rate: float) -> tuple[dict[str, st
             options["x264-params"] = "scenecut=0"
     elif preset.codec == "libsvtav1":
         options = {"preset": preset.speed}
+    elif preset.codec in HARDWARE_ENCODERS:
+        options = {"preset": preset.speed}  # p1 (fastest) .. p7 (best)
+        if preset.hls:
+            options["no-scenecut"] = "1"  # keyframes on the GOP grid only, as for x264
+        if preset.crf is not None:
+            # NVENC's constant quality: VBR with a CQ level and no rate cap (FFmpeg's nvenc docs).
+            options.update({"rc": "vbr", "cq": str(preset.crf), "b": "0"})
     else:  # libvpx-vp9
         options = {"cpu-used": preset.speed, "row-mt": "1"}
         if preset.crf is not None:
             options["b"] = "0"  # pure constant quality: with a target rate libvpx's CRF is only a floor
-    if preset.crf is not None:
+    if preset.crf is not None and preset.codec not in HARDWARE_ENCODERS:
         options["crf"] = str(preset.crf)
     settings = {"codec": preset.codec, "crf": preset.crf, "bit_rate": preset.bit_rate,
                 "speed": preset.speed, "gop": gop, "gop_seconds": preset.gop_seconds,
@@ -136,6 +148,9 @@ def open_video_stream(output, preset: VideoPreset, width: int, height: int, time
     its pixel format: another encoder would make a rendition the recipe did not ask for.
     """
     codec = _encoder(preset.codec, "video")
+    if codec.name in HARDWARE_ENCODERS and not os.path.exists("/dev/nvidiactl"):
+        raise Failed("encoder_unavailable", f"{codec.name} needs an NVIDIA GPU with NVENC; "
+                     "this worker has no NVIDIA driver", retryable=False)
     if preset.pix_fmt not in {f.name for f in codec.video_formats or ()}:
         raise Failed("encoder_unavailable", f"{codec.name} cannot encode {preset.pix_fmt}", retryable=False)
     rate = Fraction(frame_rate).limit_denominator(1001000) if frame_rate else Fraction(25)
@@ -191,6 +206,10 @@ def _open(context, name: str) -> None:
     try:
         context.open()
     except av.error.FFmpegError as exc:
+        if name in HARDWARE_ENCODERS:
+            # The engine is tried, never assumed: data-centre GPUs (H100) have no NVENC at all.
+            raise Failed("encoder_unavailable", f"{name} does not open on this worker "
+                         f"(no NVENC engine, or none free): {_say(exc)}", retryable=False) from None
         raise Failed("encoder_error", f"{name} refused its settings: {_say(exc)}", retryable=False) from None
     unused = {k for k in context.options if k not in ("threads",)}
     if unused:  # a misspelt option would otherwise be silently ignored
@@ -200,8 +219,11 @@ def _open(context, name: str) -> None:
 # ---------------------------------------------------------------- renditions
 
 def transcode(source: str, out_dir: str, preset: VideoPreset, height: int | None,
-              info: MediaInfo) -> VideoOutput:
-    """Write one rendition: the video rung ``height`` with audio, or the audio-only one for None."""
+              info: MediaInfo, decoders: tuple[str, ...] = ()) -> VideoOutput:
+    """Write one rendition: the video rung ``height`` with audio, or the audio-only one for None.
+
+    ``decoders`` names the hardware (NVDEC) decoders this worker may use; see ``encode_video``.
+    """
     if height is None:
         return _audio_rendition(source, out_dir, preset, info)
     short = _short_side(info)
@@ -209,13 +231,15 @@ def transcode(source: str, out_dir: str, preset: VideoPreset, height: int | None
         height = min(height, max(2, short - short % 2))  # never upscale, whatever the caller asked
     rung = rung_label(height)
     path = os.path.join(out_dir, f"{preset.name}-{rung}{_EXTENSIONS['video', preset.container]}")
-    return encode_video(source, path, preset, height, info, rung=rung, audio=preset.audio_codec is not None)
+    return encode_video(source, path, preset, height, info, rung=rung, audio=preset.audio_codec is not None,
+                        decoders=decoders)
 
 
 def transcode_isolated(source: str, out_dir: str, preset: VideoPreset, height: int | None,
-                       info: MediaInfo) -> VideoOutput:
+                       info: MediaInfo, decoders: tuple[str, ...] = ()) -> VideoOutput:
     """transcode in a throwaway child: a decoder crash or runaway costs the rendition, not the worker."""
-    return isolated(transcode, source, out_dir, preset, height, info, media_s=info.duration_s or 0.0)
+    return isolated(transcode, source, out_dir, preset, height, info, decoders,
+                    media_s=info.duration_s or 0.0)
 
 
 def isolated(func, *args, media_s: float):
@@ -230,7 +254,7 @@ def isolated(func, *args, media_s: float):
 
 
 def preview_clip(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo,
-                 seconds: float) -> VideoOutput:
+                 seconds: float, decoders: tuple[str, ...] = ()) -> VideoOutput:
     """A short, muted clip at the lowest rung, from a little way in (past intros and fades)."""
     rungs = ladder(preset, info)
     if not rungs:
@@ -239,7 +263,7 @@ def preview_clip(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo
     start = max(0.0, min(0.1 * duration, 60.0, duration - seconds))
     path = os.path.join(out_dir, f"{preset.name}-preview{_EXTENSIONS['video', preset.container]}")
     return encode_video(source, path, preset, rungs[0], info, rung="preview", audio=False,
-                        start=start, end=start + seconds, rebase_to_start=True)
+                        start=start, end=start + seconds, rebase_to_start=True, decoders=decoders)
 
 
 def poster_frame(source: str, info: MediaInfo) -> bytes:
@@ -315,11 +339,13 @@ def _png(frame) -> bytes:
 def encode_video(source: str, path: str, preset: VideoPreset, height: int, info: MediaInfo, *,
                  rung: str, audio: bool, start: float = 0.0, end: float = math.inf,
                  rebase_to_start: bool = False, container_format: str | None = None,
-                 faststart: bool = True) -> VideoOutput:
+                 faststart: bool = True, decoders: tuple[str, ...] = ()) -> VideoOutput:
     """Encode the frames with start <= t < end (seconds from the source's start) to ``path``.
 
     Output timestamps are the source's less its start time (a chunk keeps the
     source's timeline), or less ``start`` with ``rebase_to_start`` (a preview begins at zero).
+    The video is decoded by the NVDEC decoder for its codec when ``decoders``
+    names it and it opens here, else in software; ``settings["decoder"]`` says which.
     """
     fmt = container_format or preset.container
     try:
@@ -329,6 +355,7 @@ def encode_video(source: str, path: str, preset: VideoPreset, height: int, info:
             geometry = plan_geometry(first, video, height)
             audio_in = container.streams.audio[0] if audio and container.streams.audio else None
             options = {"movflags": "+faststart"} if fmt == "mp4" and faststart else {}
+            decoder, decoder_name, decoder_note = _video_decoder(video, decoders)
             scaler = VideoReformatter()
             trial = scaler.reformat(first, geometry.scale_width, geometry.scale_height, preset.pix_fmt,
                                     interpolation=_INTERPOLATION)
@@ -336,13 +363,15 @@ def encode_video(source: str, path: str, preset: VideoPreset, height: int, info:
                 vout = open_video_stream(output, preset, geometry.width, geometry.height, video.time_base,
                                          video.average_rate or video.guessed_rate, _colors(trial))
                 aout, resampler = open_audio_stream(output, preset, audio_in) if audio_in else (None, None)
-                loop = _Loop(container, output, video, vout, scaler, Turner(geometry), geometry)
+                loop = _Loop(container, output, video, vout, scaler, Turner(geometry), geometry, decoder)
                 reached = loop.run(start, end, rebase_to_start, audio_in, aout, resampler)
             _check_complete(info, container, reached, start, end)
         _, settings = video_settings(preset, float(vout.codec_context.framerate))
         settings.update(size=f"{geometry.width}x{geometry.height}",
                         turn=[f"{name}={arg}" if arg else name for name, arg in geometry.turn],
-                        time_base=str(video.time_base), frames=loop.frames)
+                        time_base=str(video.time_base), frames=loop.frames, decoder=decoder_name)
+        if decoder_note:
+            settings["decoder_fallback"] = decoder_note
         if aout is not None:
             settings.update(audio_settings(aout, preset))
         return VideoOutput(preset.name, rung, path, fmt, VIDEO_TYPES[fmt], vout.codec.canonical_name,
@@ -356,16 +385,18 @@ def encode_video(source: str, path: str, preset: VideoPreset, height: int, info:
 class _Loop:
     """The hot loop: demux → decode → reformat → turn → encode → mux, and nothing else per frame."""
 
-    def __init__(self, container, output, video, vout, scaler, turner: Turner, geometry: Geometry) -> None:
+    def __init__(self, container, output, video, vout, scaler, turner: Turner, geometry: Geometry,
+                 decoder=None) -> None:
         self.container, self.output, self.video, self.vout = container, output, video, vout
         self.scaler, self.turner, self.geometry = scaler, turner, geometry
+        self.decoder = decoder  # a hardware decoder's context, or None for the stream's own
         self.origin = origin_s(container)
         self.frames = 0
 
     def run(self, start: float, end: float, rebase_to_start: bool, audio_in, aout, resampler) -> float:
         """Encode the span; return how far the video got, in seconds from the source's start."""
         container, output, video, vout = self.container, self.output, self.video, self.vout
-        scaler, turner, mux, encode = self.scaler, self.turner, output.mux, vout.encode
+        scaler, turner, mux, encode, decoder = self.scaler, self.turner, output.mux, vout.encode, self.decoder
         time_base, origin = video.time_base, self.origin
         start_pts = to_pts(start + origin, time_base)
         end_pts = to_pts(end + origin, time_base) if math.isfinite(end) else None
@@ -385,7 +416,7 @@ class _Loop:
             if packet.stream is video:
                 if done:
                     continue
-                for frame in _decode(packet, origin):
+                for frame in _decode(packet, origin, decoder):
                     pts = frame.pts
                     if pts is None:  # an untimed frame (AVI, some TS) follows the one before
                         pts = last + (frame.duration or 1) if last is not None else start_pts
@@ -469,6 +500,28 @@ def audio_settings(aout, preset: VideoPreset) -> dict:
             "sample_rate": context.sample_rate, "channels": context.channels}
 
 
+def _video_decoder(video, allowed: tuple[str, ...]):
+    """(hardware decoder context or None, the decoder's name, why the hardware one was not used).
+
+    FFmpeg's cuvid decoders hand back frames in system memory (NV12 for 8-bit),
+    so the rest of the loop is the same as for a software decode.
+    """
+    software = video.codec_context.name
+    name = NVDEC_DECODERS.get(video.codec_context.codec.canonical_name)
+    if name is None or name not in allowed:
+        return None, software, None
+    try:
+        context = av.CodecContext.create(name, "r")
+        # What the demuxer knows about the stream; cuvid reads SPS/PPS (avcC, hvcC...) from it.
+        context.extradata = video.codec_context.extradata
+        context.width, context.height = video.codec_context.width, video.codec_context.height
+        context.open()
+    except (av.error.FFmpegError, ValueError) as exc:
+        # Detection opened it in the worker; a sandboxed child may still fail (its limits).
+        return None, software, f"{name} did not open: {exc}"
+    return context, name, None
+
+
 def demux(container, streams, origin: float):
     """The container's packets; a read error becomes Rejected("corrupt") at the last good time."""
     packets = container.demux(streams)
@@ -484,9 +537,9 @@ def demux(container, streams, origin: float):
         yield packet
 
 
-def _decode(packet, origin: float) -> list:
+def _decode(packet, origin: float, decoder=None) -> list:
     try:
-        return packet.decode()
+        return decoder.decode(packet) if decoder is not None else packet.decode()
     except av.error.FFmpegError as exc:
         raise Rejected("corrupt", f"decode failed at {_packet_time(packet, origin):.2f}s: {_say(exc)}") from None
 
