@@ -17,6 +17,7 @@ import yaml
 from pipelines.upload.validate import Limits
 
 STORE_NAMES = ("originals", "renditions", "quarantine", "buffer")
+GPU_MODES = ("auto", "off")
 DEFAULT_CLAMD_URL = "tcp://127.0.0.1:3310"
 
 
@@ -41,6 +42,8 @@ class Settings:
     catalog_retry_s: float = 60.0
     # How long store IO retries transient errors (outages, 5xx, throttling) before failing.
     storage_retry_s: float = 30.0
+    # "auto": GPU-capable stages run on workers that declare a GPU resource; "off": CPU only.
+    gpu: str = "auto"
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -80,7 +83,15 @@ def load_settings(environ: Mapping[str, str] | None = None,
         chunk_s=float(pick("chunk_s", "60")),
         catalog_retry_s=float(pick("catalog_retry_s", "60")),
         storage_retry_s=float(pick("storage_retry_s", "30")),
+        gpu=_gpu_mode(pick("gpu", "auto")),
     )
+
+
+def _gpu_mode(text: str) -> str:
+    mode = str(text).strip().lower()
+    if mode not in GPU_MODES:
+        raise ValueError(f"MEDIAFARM_GPU is {text!r}; expected one of {GPU_MODES}")
+    return mode
 
 
 def _limits(env: Mapping[str, str], from_file: dict) -> Limits:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from catalog.repository import RenditionRecord
-from cluster import runtime
+from cluster import placement, runtime
 from pipelines.optimize.compress import compress
 from pipelines.optimize.hls import hls_rendition, package_hls
 from pipelines.outputs import planned_outputs
@@ -56,6 +56,7 @@ def transcode(job, carry):
     info = carry.validated.media
     done = {r["preset"] for r in carry.reused}
     records = []
+    decoders = placement.video_decoders_here(job.settings.gpu)  # NVDEC, where this worker may
     with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
         folder = Path(scratch)
         source = None
@@ -71,14 +72,15 @@ def transcode(job, carry):
                                                   job.settings.split_after_s):
                     output = _chunked(job, carry, str(source), folder, preset, height)
                 else:
-                    output = transcode_isolated(str(source), str(folder), preset, height, info)
+                    output = transcode_isolated(str(source), str(folder), preset, height, info,
+                                                decoders)
                 records.append(_store_output(job, carry, name, output))
             if preset.preview_seconds and carry.validated.kind == "video":
                 name = f"{preset.name}-preview"
                 if name not in done:
                     source = source or _fetch_original(job, carry, folder)
                     output = preview_clip(str(source), str(folder), preset, info,
-                                          preset.preview_seconds)
+                                          preset.preview_seconds, decoders)
                     records.append(_store_output(job, carry, name, output))
     return replace(carry, published=carry.published + tuple(records),
                    details={r.preset: {"bytes": r.bytes, "width": r.width, "height": r.height,
@@ -94,8 +96,10 @@ def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> Vide
     keyframes = isolated(chunks.keyframe_times, source, media_s=info.duration_s or 0.0)
     spans = chunks.plan_chunks(keyframes, info.duration_s, job.settings.chunk_s)
     with worker_client() as client:
+        resources = placement.chunk_resources(client, preset.codec)
         futures = [client.submit(encode_span, job, carry.sha256, start, end, preset, height, info,
-                                 pure=False, priority=1) for start, end in spans]
+                                 pure=False, priority=1, resources=resources)
+                   for start, end in spans]
         digests = client.gather(futures)
     buffer = runtime.stores(job.settings)["buffer"]
     paths = []
