@@ -75,6 +75,30 @@ def photo_corpus(min_pixels: int = 3_000_000, folder: str | Path | None = None) 
     return [path for path in found if _pixels(path) >= min_pixels]
 
 
+def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    """A benchmark's ``--photos``, ``--min-pixels`` and ``--install`` options."""
+    parser.add_argument("--photos", metavar="DIR",
+                        help=f"folder of the photographs (default ${ENV_FOLDER}, else {FOLDER})")
+    parser.add_argument("--min-pixels", type=int, default=3_000_000,
+                        help="leave out smaller photographs (default 3000000)")
+    parser.add_argument("--install", action="store_true",
+                        help="as root, apt-get install the photographs' package when missing")
+
+
+def corpus_from_arguments(args: argparse.Namespace) -> list[Path]:
+    """``photo_corpus`` for those options, installing the package first with ``--install``.
+
+    Raises ``CorpusMissing`` when the photographs are missing and not to be installed.
+    """
+    try:
+        return photo_corpus(args.min_pixels, args.photos)
+    except CorpusMissing:
+        if not args.install:
+            raise
+        install()
+        return photo_corpus(args.min_pixels, args.photos)
+
+
 def missing_message(where: Path) -> str:
     return (f"the benchmark photographs are not in {where}: they come from Debian's "
             f"{PACKAGE} package.\n"
