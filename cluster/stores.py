@@ -272,9 +272,6 @@ class StorageUnavailable(Failed):
     def __init__(self, message: str, details: dict) -> None:
         super().__init__("storage_unavailable", message, retryable=True, details=details)
 
-    def __reduce__(self):  # crosses Dask between workers: rebuild from what __init__ takes
-        return type(self), (self.message, self.details)
-
 
 # s3fs turns S3 error codes into OSErrors by errno; these say the request itself is wrong.
 _PERMANENT_ERRNOS = frozenset({errno.EINVAL, errno.EPERM, errno.EACCES, errno.ENOSYS,

@@ -31,6 +31,17 @@ class StageStop(Exception):
         self.retryable = retryable
         self.details = details or {}
 
+    def __reduce__(self):
+        # Exceptions pickle as cls(*args) by default, which loses the keywords; a stop
+        # raised in one Dask task (a chunk's encode) is unpickled by another.
+        return _rebuild, (type(self), self.reason, self.message, self.retryable, self.details)
+
+
+def _rebuild(cls: type, reason: str, message: str, retryable: bool, details: dict) -> StageStop:
+    stop = StageStop.__new__(cls)
+    StageStop.__init__(stop, reason, message, retryable=retryable, details=details)
+    return stop
+
 
 class Rejected(StageStop):
     """The input is unacceptable: infected, unsupported, over a limit, corrupt."""
