@@ -49,7 +49,14 @@ def gpu_decoder_available() -> str | None:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # noqa: BLE001 - CUDARuntimeError: no driver, or no device
         return f"no CUDA device: {exc}"
-    return None if count > 0 else "no CUDA device: the driver reports none"
+    if count == 0:
+        return "no CUDA device: the driver reports none"
+    try:
+        # Once per process: the kernels (NVRTC) and the matrix product (cuBLAS) really run.
+        resample(cupy.zeros((8, 8, 3), dtype=cupy.uint8), 4, 4, cupy)
+    except Exception as exc:  # noqa: BLE001 - a CUDA library missing or refusing this card
+        return f"CuPy cannot run the resampler here ({type(exc).__name__}: {exc}): {_INSTALL}"
+    return None
 
 
 def gpu_intermediate(data: bytes, width: int, height: int,
@@ -70,8 +77,10 @@ def gpu_intermediate(data: bytes, width: int, height: int,
             raise GpuDecodeError(f"the GPU decoded {decoded.shape}, the header says "
                                  f"{(height, width, 3)}")
         pixels = cupy.asnumpy(resample(decoded, target_width, target_height, cupy))
-    except cupy.cuda.memory.OutOfMemoryError as exc:
-        raise GpuDecodeError(f"out of GPU memory: {exc}") from exc
+    except (cupy.cuda.memory.OutOfMemoryError, cupy.cuda.runtime.CUDARuntimeError,
+            cupy.cuda.driver.CUDADriverError) as exc:
+        # A full or failing card costs this image its GPU path, not the asset: libvips takes it.
+        raise GpuDecodeError(f"the GPU failed: {type(exc).__name__}: {exc}") from exc
     image = pyvips.Image.new_from_memory(pixels.data, target_width, target_height, 3, "uchar")
     image = image.copy(interpretation="srgb")
     if header.get_typeof("icc-profile-data"):
