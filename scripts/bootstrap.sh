@@ -39,6 +39,9 @@ fi
 
 missing=()
 have clamd || missing+=(clamav-daemon)
+# The video tests make their reference media with Debian's ffmpeg CLI, and the video
+# benchmark compares the farm with it; the farm itself uses PyAV's own FFmpeg.
+have ffmpeg || missing+=(ffmpeg)
 # The tests use the PostgreSQL on 127.0.0.1:5432 when one answers, else start their own.
 postgres_binaries || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
