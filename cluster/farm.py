@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from distributed import Client, Future, LocalCluster, as_completed
 
@@ -15,9 +16,11 @@ from catalog import Catalog, upgrade
 from catalog.repository import AssetRequest
 from cluster import reencode, sources
 from cluster.config import Settings, load_settings
-from cluster.bulk import BULK_PRIORITY, Item, run_partition
-from cluster.graph import plan_asset, submit_plan
+from cluster.bulk import BULK_PRIORITY, Item, Partitions, run_partition
+from cluster.graph import plan_asset, resubmit, submit_plan
 from cluster.manifest import manifest_size, read_manifest
+from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
+                                worker_deaths)
 from cluster.stores import Store, open_stores
 from cluster.tasks import Job
 from cluster.worker_plugin import MediafarmWorkerPlugin
@@ -28,6 +31,14 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, Counter], None]
 BulkProgress = Callable[[int, int | None, Counter], None]
+
+# Dask's own retries of a task whose worker died (default 3) on the cluster the farm
+# starts: the farm retries such assets itself, alone (cluster.quarantine), so each of
+# Dask's retries would only let a poison file take down more workers. One is kept for
+# the work without that isolation (re-encode samples, video chunk tasks). A cluster the
+# farm joins is left as its operator configured it: it may run other work, and its
+# workers may be far costlier to lose and restart than a LocalCluster's.
+OWN_CLUSTER_ALLOWED_FAILURES = 1
 
 
 class Farm:
@@ -52,10 +63,13 @@ class Farm:
             # libvips threads would fight the one-process-per-core layout; keep each worker at one.
             self._cluster = LocalCluster(
                 n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                processes=True, dashboard_address=":0", env={"VIPS_CONCURRENCY": "1"})
+                processes=True, dashboard_address=":0", env={"VIPS_CONCURRENCY": "1"},
+                scheduler_kwargs={"allowed_failures": OWN_CLUSTER_ALLOWED_FAILURES})
             self.client, self._owns_client = Client(self._cluster), True
         self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))
         self._stores: dict[str, Store] | None = None
+        self.isolation = Isolation(self.catalog, lambda: self.stores,
+                                   self.settings.limits.max_bytes)
 
     @property
     def stores(self) -> dict[str, Store]:
@@ -82,15 +96,29 @@ class Farm:
                 if force or not _unchanged(previous.get(r.asset_id), r, recipe.id)]
         attempts = self.catalog.queue(todo, recipe.id, previous)
         batch = uuid.uuid4().hex[:8]
-        futures = {}
+        futures, jobs = {}, {}
         for request in todo:
-            job = Job(request.asset_id, attempts[request.asset_id], request.source_uri,
-                      recipe, self.settings)
+            job = jobs[request.asset_id] = Job(request.asset_id, attempts[request.asset_id],
+                                               request.source_uri, recipe, self.settings)
             futures[request.asset_id] = submit_plan(
                 self.client, plan_asset(request.asset_id, job.attempt, batch), job)
         log.info("submitted %d of %d assets (%d unchanged)", len(todo), len(requests),
                  len(requests) - len(todo))
-        return Batch(self, [r.asset_id for r in requests], futures, attempts)
+        return Batch(self, [r.asset_id for r in requests], futures, attempts, jobs)
+
+    def retry_alone(self, job: Job, deaths: int,
+                    hold: Callable[[Future], None] = lambda future: None) -> dict:
+        """Run an asset whose task was on workers that died once more, alone (see
+        ``cluster.quarantine``); its summary, ``failed: quarantined`` if it killed again.
+        ``hold`` sees the retry's future once it is submitted."""
+        def submit() -> Future:
+            future = resubmit(self.client, job)
+            hold(future)
+            return future
+
+        result = self.isolation.run_alone(
+            Suspect(job.asset_id, job.attempt, job.source_uri, deaths), submit)
+        return result or {"asset_id": job.asset_id, "status": "failed", "reason": QUARANTINED}
 
     def backfill(self, manifest: str, recipe: Recipe | None = None, *, batch_size: int = 200,
                  max_in_flight: int | None = None, job_id: str | None = None,
@@ -114,27 +142,17 @@ class Farm:
         limit = max_in_flight or 2 * max(1, sum(self.client.nthreads().values()))
         total = manifest_size(manifest, self.catalog)
         counts: Counter = Counter()
-        in_flight = as_completed()
-        pending = submitted = skipped = 0
+        submitted = skipped = 0
 
-        batches: dict[str, list[Item]] = {}
-
-        def settle(future: Future) -> None:
-            nonlocal pending
-            pending -= 1
-            items = batches.pop(future.key)
-            try:
-                counts.update(future.result())
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: its assets still end
-                for item in items:
-                    self.catalog.record_stop(
-                        item.asset_id, item.attempt, "failed", "worker_lost",
-                        f"the partition could not complete: {type(exc).__name__}: {exc}",
-                        retryable=True)
-                counts["failed"] += len(items)
+        def settled(items: list[Item], outcome: dict[str, int]) -> None:
+            counts.update(outcome)
             if progress:
                 progress(sum(counts.values()) + skipped, total, counts)
 
+        partitions = Partitions(
+            lambda items: self.client.submit(partition, items, recipe, self.settings,
+                                             priority=BULK_PRIORITY, pure=False),
+            limit, self.isolation, self.catalog, settled)
         try:
             for requests in read_manifest(manifest, self.catalog, batch_size, owner):
                 previous = self.catalog.assets(r.asset_id for r in requests)
@@ -145,19 +163,11 @@ class Farm:
                     continue
                 attempts = self.catalog.queue(todo, recipe.id, previous, job_id)
                 originals = self.stores["originals"]
-                items = [Item(r.asset_id, originals.url_for(previous[r.asset_id]["sha256"])
-                              if from_originals else r.source_uri, attempts[r.asset_id])
-                         for r in todo]
-                future = self.client.submit(partition, items, recipe, self.settings,
-                                            priority=BULK_PRIORITY, pure=False)
-                batches[future.key] = items
-                in_flight.add(future)
-                pending += 1
-                submitted += len(items)
-                while pending >= limit:
-                    settle(next(in_flight))
-            while pending:
-                settle(next(in_flight))
+                submitted += len(todo)
+                partitions.add([Item(r.asset_id, originals.url_for(previous[r.asset_id]["sha256"])
+                                     if from_originals else r.source_uri, attempts[r.asset_id])
+                                for r in todo])
+            partitions.finish()
         except BaseException:
             # A bad manifest or a lost cluster: the job must not look as if it still ran.
             self.catalog.update_job(job_id, status="failed", submitted=submitted,
@@ -220,7 +230,13 @@ class Farm:
         if self._owns_client:
             self.client.close()
         if self._cluster is not None:
-            self._cluster.close()
+            try:
+                self._cluster.close()
+            except TimeoutError:
+                # A worker its nanny is still restarting (after a crash) can outlast Dask's
+                # close; the nanny kills it. The work is done, so this is no error.
+                log.warning("the local Dask cluster did not close in time; its nannies kill "
+                            "what is left")
 
     def __enter__(self) -> "Farm":
         return self
@@ -235,36 +251,55 @@ class Batch:
     asset_ids: list[str]
     futures: dict[str, Future]
     attempts: dict[str, int]
+    jobs: dict[str, Job]
 
     def wait(self, progress: Progress | None = None) -> list[dict]:
-        """Wait for every asset to end; returns their summaries in the order submitted."""
+        """Wait for every asset to end; returns their summaries in the order submitted.
+
+        An asset whose task was on workers that died is run once more, alone, after
+        the others (``cluster.quarantine``).
+        """
         counts: Counter = Counter()
         total, done = len(self.asset_ids), len(self.asset_ids) - len(self.futures)
         if progress:
             progress(done, total, counts)
         by_future = {future.key: asset_id for asset_id, future in self.futures.items()}
-        for future in as_completed(list(self.futures.values())):
-            asset_id = by_future[future.key]
+        suspects: list[tuple[str, int]] = []
+
+        def settle(asset_id: str, outcome: Callable[[], dict]) -> None:
+            nonlocal done
             try:
-                counts[future.result()["status"]] += 1
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the asset still ends
+                counts[outcome()["status"]] += 1
+            except Exception as exc:  # noqa: BLE001 - e.g. a lost scheduler: the asset still ends
                 counts["failed"] += 1
-                self.farm.catalog.record_stop(
-                    asset_id, self.attempts[asset_id], "failed", "worker_lost",
-                    f"the task could not complete on the cluster: {type(exc).__name__}: {exc}",
-                    retryable=True)
+                record_lost(self.farm.catalog, asset_id, self.attempts[asset_id], exc)
             done += 1
             if progress:
                 progress(done, total, counts)
+
+        for future in as_completed(list(self.futures.values())):
+            asset_id = by_future[future.key]
+            deaths = worker_deaths(future.exception()) if future.status == "error" else 0
+            if deaths:
+                suspects.append((asset_id, deaths))
+            else:
+                settle(asset_id, future.result)
+            # Let go of the result once read, before waiting for the next: a worker that
+            # died holding it would make Dask run the whole asset again behind our back.
+            del self.futures[asset_id], future
+        for asset_id, deaths in suspects:
+            settle(asset_id, partial(self.farm.retry_alone, self.jobs[asset_id], deaths))
         return self.farm.results(self.asset_ids)
 
 
 def _done(previous: dict | None, recipe_id: str) -> bool:
-    return bool(previous and previous["status"] in ("ready", "rejected")
+    """Finished with this recipe: ready, rejected, or quarantined (which a re-run would
+    only let take down more workers; a new libvips makes a new recipe id)."""
+    return bool(previous and (previous["status"] in ("ready", "rejected")
+                              or is_quarantined(previous))
                 and previous["recipe_id"] == recipe_id)
 
 
 def _unchanged(previous: dict | None, request: AssetRequest, recipe_id: str) -> bool:
-    return bool(previous and previous["status"] in ("ready", "rejected")
-                and request.fingerprint and previous["source_fingerprint"] == request.fingerprint
-                and previous["recipe_id"] == recipe_id)
+    return bool(_done(previous, recipe_id) and request.fingerprint
+                and previous["source_fingerprint"] == request.fingerprint)

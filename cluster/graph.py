@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from distributed import Client, Future
@@ -39,3 +40,9 @@ def submit_plan(client: Client, plan: list[StageCall], job: Job,
         futures[call.key] = client.submit(TASKS[call.stage], *args, key=call.key,
                                           priority=priority, pure=False)
     return futures[plan[-1].key]
+
+
+def resubmit(client: Client, job: Job, priority: int = INTERACTIVE_PRIORITY) -> Future:
+    """Submit one asset's plan again under fresh keys, so Dask counts its failures afresh."""
+    return submit_plan(client, plan_asset(job.asset_id, job.attempt, f"retry-{uuid.uuid4().hex[:8]}"),
+                       job, priority)

@@ -27,6 +27,8 @@ from cluster import owned
 from cluster.auth import RateLimiter
 from cluster.config import Settings
 from cluster.farm import Farm
+from cluster.quarantine import record_lost, worker_deaths
+from cluster.tasks import Job
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
 from pipelines.vips import tool_versions
 
@@ -164,16 +166,14 @@ class FarmService:
             if group:
                 batch = self.farm.submit(group, self.recipe, force=force)
                 for asset_id, future in batch.futures.items():
-                    self._hold(asset_id, batch.attempts[asset_id], future)
+                    self._hold(batch.jobs[asset_id], future)
 
-    def _hold(self, asset_id: str, attempt: int, future: Future) -> None:
-        with self._lock:
-            self._in_flight[asset_id] = future
+    def _hold(self, job: Job, future: Future) -> None:
+        asset_id = job.asset_id
+        self._track(asset_id, future)
 
         def settled(done: Future) -> None:
-            with self._lock:
-                if self._in_flight.get(asset_id) is done:
-                    del self._in_flight[asset_id]
+            self._untrack(asset_id, done)
             if self._closing or done.status == "finished":
                 return
             # The graph died on the cluster (e.g. KilledWorker): the asset still ends.
@@ -181,12 +181,40 @@ class FarmService:
                 error = done.exception(timeout=5)
             except Exception as exc:  # noqa: BLE001 - cancelled futures raise here
                 error = exc
-            self.catalog.record_stop(
-                asset_id, attempt, "failed", "worker_lost",
-                f"the task could not complete on the cluster: {type(error).__name__}: {error}",
-                retryable=True)
+            deaths = worker_deaths(error)
+            if deaths:
+                # Its own thread: callbacks share one, and the retry waits its turn to run alone.
+                threading.Thread(target=self._retry_alone, args=(job, deaths), daemon=True,
+                                 name=f"mediafarm-retry-{asset_id[:8]}").start()
+                return
+            record_lost(self.catalog, asset_id, job.attempt, error)
 
         future.add_done_callback(settled)
+
+    def _retry_alone(self, job: Job, deaths: int) -> None:
+        held: list[Future] = []
+
+        def hold(future: Future) -> None:
+            held.append(future)
+            self._track(job.asset_id, future)
+
+        try:
+            self.farm.retry_alone(job, deaths, hold)
+        except Exception as exc:  # noqa: BLE001 - the asset still ends
+            if not self._closing:
+                record_lost(self.catalog, job.asset_id, job.attempt, exc)
+        finally:
+            for future in held:
+                self._untrack(job.asset_id, future)
+
+    def _track(self, asset_id: str, future: Future) -> None:
+        with self._lock:
+            self._in_flight[asset_id] = future
+
+    def _untrack(self, asset_id: str, future: Future) -> None:
+        with self._lock:
+            if self._in_flight.get(asset_id) is future:
+                del self._in_flight[asset_id]
 
     def in_flight(self) -> int:
         with self._lock:
