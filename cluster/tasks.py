@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import fsspec
 
 from catalog.repository import RenditionRecord, StageRecord, utcnow
-from cluster import recorder, runtime, video_tasks
+from cluster import placement, recorder, runtime, video_tasks
 from cluster.config import Settings
 from cluster.stores import Backoff, retrying
 from pipelines.optimize.compress import Encoded, compress
@@ -147,7 +147,7 @@ def resize_task(job: Job, carry: Carry) -> Carry:
         todo = _todo(job, carry)
         if not todo:
             return replace(carry, data=None, details={"skipped": "every preset reused"})
-        rasters = tuple(resize(carry.data, todo))
+        rasters = tuple(resize(carry.data, todo, device=placement.image_device_here(job.settings.gpu)))
         return replace(carry, data=None, rasters=rasters,
                        details={r.preset: [r.width, r.height] for r in rasters})
     return _run("resize", job, carry, body)
