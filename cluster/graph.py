@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from distributed import Client, Future
 
+from cluster import placement
 from cluster.tasks import TASKS, Job
 
 STAGES = ("scan", "validate", "hash", "resize", "convert", "compress", "record")
@@ -33,12 +34,18 @@ def plan_asset(asset_id: str, attempt: int, batch: str) -> list[StageCall]:
 
 def submit_plan(client: Client, plan: list[StageCall], job: Job,
                 priority: int = INTERACTIVE_PRIORITY) -> Future:
-    """Submit one asset's plan; returns the future of its last stage."""
+    """Submit one asset's plan; returns the future of its last stage.
+
+    The resize stage asks for a GPU when the cluster has GPU workers (and the
+    ``gpu`` setting allows it); the other stages run anywhere.
+    """
     futures: dict[str, Future] = {}
+    gpu = placement.resize_resources(client, job.settings.gpu)
     for call in plan:
         args = (job,) if call.after is None else (job, futures[call.after])
         futures[call.key] = client.submit(TASKS[call.stage], *args, key=call.key,
-                                          priority=priority, pure=False)
+                                          priority=priority, pure=False,
+                                          resources=gpu if call.stage == "resize" else None)
     return futures[plan[-1].key]
 
 
