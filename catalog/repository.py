@@ -10,7 +10,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from catalog.db import connect
+from catalog.db import connect, upgrade
 from catalog.retry import DEFAULT_RETRY_S, Retry, retried
 from catalog.models import Asset, AssetVersion, Base, Blob, Job, Recipe, Rendition, StageRun
 
@@ -74,6 +74,11 @@ class Catalog:
         self.url = url
         self.engine = connect(url)
         self.retry = Retry(self.engine.url.render_as_string(hide_password=True), retry_s)
+
+    @retried
+    def upgrade(self) -> None:
+        """Bring the schema up to date (Alembic), riding out a server that is restarting."""
+        upgrade(self.url)
 
     # -- generic ------------------------------------------------------------------------------
 
@@ -327,18 +332,22 @@ class Catalog:
         """Status updates for many assets, one executemany per shape of update.
 
         Guarded by attempt: a late task of an older attempt never overwrites a newer one.
+        And an asset that has ended is never marked ``processing`` again: Dask may run a
+        finished asset's first stage again when a worker holding its results dies.
         """
         table = Asset.__table__
         now = utcnow()
         shapes: dict[tuple, list[dict]] = {}
         for row in rows:
-            shapes.setdefault(tuple(sorted(row)), []).append(row)
-        for columns, group in shapes.items():
+            shapes.setdefault((tuple(sorted(row)), row.get("status") == "processing"), []).append(row)
+        for (columns, starting), group in shapes.items():
             values = {c: bindparam(f"v_{c}") for c in columns if c not in ("id", "attempt")}
             statement = (update(table)
                          .where(table.c.id == bindparam("v_id"),
                                 table.c.attempt == bindparam("v_attempt"))
                          .values(updated_at=now, **values))
+            if starting:
+                statement = statement.where(table.c.status.in_(("queued", "processing")))
             conn.execute(statement, [{f"v_{c}": v for c, v in row.items()} for row in group])
 
 

@@ -77,3 +77,16 @@ def test_a_late_task_of_an_older_attempt_cannot_overwrite_the_newer(catalog_url)
     with catalog.engine.connect() as conn:
         status = conn.execute(select(Asset.status).where(Asset.id == "asset-1")).scalar_one()
     assert status == "queued"
+
+
+def test_a_finished_asset_is_never_marked_processing_again(catalog_url):
+    # Dask re-runs a finished asset's first stage when a worker holding its results dies.
+    catalog = Catalog(catalog_url)
+    catalog.ensure_recipe("r1", "default", {})
+    attempt = _queue(catalog)
+    catalog.mark_processing("asset-1", attempt)
+    assert catalog.assets(["asset-1"])["asset-1"]["status"] == "processing"
+    _ready(catalog, "asset-1", attempt)
+    catalog.mark_processing("asset-1", attempt)
+    catalog.mark_processing_many({"asset-1": attempt})
+    assert catalog.assets(["asset-1"])["asset-1"]["status"] == "ready"
