@@ -28,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, FileNotFoundError, ValueError) as exc:
         print(f"mediafarm: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        # The cluster or the catalog went away: one line saying so, and that a re-run
+        # finishes the job, not a traceback. (Imported here: both pull in heavy modules.)
+        from catalog.retry import CatalogUnavailable
+        from cluster.bulk import ClusterLost
+        if not isinstance(exc, (CatalogUnavailable, ClusterLost)):
+            raise
+        print(f"mediafarm: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -233,12 +242,18 @@ def _worker(args: argparse.Namespace) -> int:
     os.execv(command[0], command)
 
 
-def _status(args: argparse.Namespace) -> int:
-    from catalog import Catalog, upgrade
+def _open_catalog(settings):
+    """The configured catalog, its schema brought up to date (retried like every call)."""
+    from catalog import Catalog
 
+    catalog = Catalog(settings.catalog_url, settings.catalog_retry_s)
+    catalog.upgrade()
+    return catalog
+
+
+def _status(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=args.config)
-    upgrade(settings.catalog_url)
-    job = Catalog(settings.catalog_url, settings.catalog_retry_s).job_status(args.job)
+    job = _open_catalog(settings).job_status(args.job)
     if job is None:
         print(f"mediafarm: no job {args.job} in {settings.catalog_url}", file=sys.stderr)
         return 2
@@ -289,12 +304,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from catalog import Catalog, upgrade
     from catalog.export import export
 
     settings = load_settings(config_file=args.config)
-    upgrade(settings.catalog_url)
-    report = export(Catalog(settings.catalog_url, settings.catalog_retry_s), args.to, args.storage_options,
+    report = export(_open_catalog(settings), args.to, args.storage_options,
                     batch_rows=args.batch_rows, settle=args.settle)
     print(json.dumps(report, indent=2))
     return 0
@@ -318,11 +331,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token_catalog(args: argparse.Namespace):
-    from catalog import connect, upgrade
-
-    settings = load_settings(config_file=args.config)
-    upgrade(settings.catalog_url)
-    return connect(settings.catalog_url)
+    return _open_catalog(load_settings(config_file=args.config)).engine
 
 
 def _token_create(args: argparse.Namespace) -> int:
@@ -356,10 +365,8 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from catalog import upgrade
-
     settings = load_settings(config_file=args.config)
-    upgrade(settings.catalog_url)
+    _open_catalog(settings)
     print(f"catalog at {settings.catalog_url} is up to date", file=sys.stderr)
     return 0
 

@@ -12,7 +12,7 @@ from functools import partial
 
 from distributed import Client, Future, LocalCluster, as_completed
 
-from catalog import Catalog, upgrade
+from catalog import Catalog
 from catalog.repository import AssetRequest
 from cluster import reencode, sources
 from cluster.config import Settings, load_settings
@@ -51,8 +51,8 @@ class Farm:
     def __init__(self, settings: Settings | None = None, *, client: Client | None = None,
                  scheduler_address: str | None = None, n_workers: int | None = None) -> None:
         self.settings = settings or load_settings()
-        upgrade(self.settings.catalog_url)
-        self.catalog = Catalog(self.settings.catalog_url)
+        self.catalog = Catalog(self.settings.catalog_url, self.settings.catalog_retry_s)
+        self.catalog.upgrade()
         self._cluster: LocalCluster | None = None
         address = scheduler_address or self.settings.scheduler_address
         if client is not None:

@@ -66,3 +66,18 @@ def test_missing_source_is_a_clear_error_naming_the_path(tmp_path, env):
     assert result.returncode == 2
     assert f"{missing}: no such file or directory" in result.stderr
     assert result.stdout == ""
+
+
+def test_an_unreachable_catalog_is_one_line_and_exit_status_1(env):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**env, "MEDIAFARM_CATALOG_URL": f"postgresql://nobody@127.0.0.1:{port}/mediafarm",
+           "MEDIAFARM_CATALOG_RETRY_S": "1"}
+    result = _mediafarm(["status", "--job", "some-job"], env)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # after the retry's warning
+    assert last.startswith("mediafarm: the catalog at") and "Traceback" not in result.stderr
+    assert f"127.0.0.1:{port}" in last and "MEDIAFARM_CATALOG_RETRY_S" in last
