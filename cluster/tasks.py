@@ -50,6 +50,7 @@ class Carry:
     rasters: tuple[Raster, ...] = ()
     encoded: tuple[Encoded, ...] = ()
     published: tuple[RenditionRecord, ...] = ()  # media renditions stored by their stage
+    poster_frame: bytes | None = None  # a video's poster frame (PNG), taken beside the transcode
     stop: Stop | None = None
     details: dict = field(default_factory=dict)
 
@@ -71,7 +72,7 @@ def _run(stage: str, job: Job, carry: Carry, body: Callable[[], Carry]) -> Carry
         stop = Stop(stage, Status.FAILED, "internal_error",
                     f"{type(exc).__name__}: {exc}", retryable=True)
     if stop is not None:
-        result = replace(carry, data=None, rasters=(), encoded=(), stop=stop,
+        result = replace(carry, data=None, rasters=(), encoded=(), poster_frame=None, stop=stop,
                          details=getattr(error, "details", {}))
         status = stop.status.value
     recorder.current(runtime.catalog(job.settings)).stage(StageRecord(

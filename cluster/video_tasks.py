@@ -9,6 +9,7 @@ folder, and stores what it makes content-addressed before handing on records.
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pipelines.outputs import planned_outputs
 from pipelines.transform import chunks
 from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
-from pipelines.outcome import Failed
+from pipelines.outcome import Failed, StageStop
 from pipelines.transform.video import (VideoOutput, isolated, ladder, poster_frame_isolated, preview_clip,
                                        transcode_isolated)
 from pipelines.upload.hashing import sha256_hex
@@ -52,14 +53,24 @@ def _store_output(job, carry, name: str, output: VideoOutput) -> RenditionRecord
 
 
 def transcode(job, carry):
-    """The ladder (or the audio rendition), chunked across workers when the source is long."""
+    """The ladder (or the audio rendition), chunked across workers when the source is long.
+
+    The poster frame is taken at the same time, in a second sandboxed child: an
+    encode leaves part of the machine idle, and the poster stage then only resizes
+    and encodes the frame.
+    """
     info = carry.validated.media
     done = {r["preset"] for r in carry.reused}
     records = []
     decoders = placement.video_decoders_here(job.settings.gpu)  # NVDEC, where this worker may
-    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch, \
+            ThreadPoolExecutor(1, thread_name_prefix="mediafarm-poster") as beside:
         folder = Path(scratch)
         source = None
+        poster_frame = None
+        if _poster_presets(job, carry):
+            source = _fetch_original(job, carry, folder)
+            poster_frame = beside.submit(poster_frame_isolated, str(source), info)
         for preset in job.recipe.video:
             rungs = ([(f"{preset.name}-{h}p", h) for h in ladder(preset, info)]
                      if carry.validated.kind == "video"
@@ -82,9 +93,32 @@ def transcode(job, carry):
                     output = preview_clip(str(source), str(folder), preset, info,
                                           preset.preview_seconds, decoders)
                     records.append(_store_output(job, carry, name, output))
-    return replace(carry, published=carry.published + tuple(records),
+        frame = _frame_or_none(poster_frame)
+    return replace(carry, published=carry.published + tuple(records), poster_frame=frame,
                    details={r.preset: {"bytes": r.bytes, "width": r.width, "height": r.height,
                                        "encoder": r.encoder["encoder"]} for r in records})
+
+
+def _frame_or_none(future: Future | None) -> bytes | None:
+    """The poster frame taken beside the transcode; None when that did not work out.
+
+    A frame that could not be taken is the poster stage's to report: it tries
+    again itself and stops the asset with the reason, as it always has.
+    """
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except StageStop:
+        return None
+
+
+def _poster_presets(job, carry) -> tuple:
+    """The recipe's image presets this video still needs a poster for."""
+    if carry.validated.kind != "video":
+        return ()
+    made = {r["preset"] for r in carry.reused}
+    return tuple(p for p in job.recipe.presets if f"poster-{p.name}" not in made)
 
 
 def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> VideoOutput:
@@ -136,18 +170,19 @@ def poster(job, carry):
     """A frame away from black, through the recipe's image presets."""
     if carry.validated.kind != "video":
         return replace(carry, details={"skipped": "no video stream"})
-    todo = tuple(p for p in job.recipe.presets if f"poster-{p.name}" not in
-                 {r["preset"] for r in carry.reused})
+    todo = _poster_presets(job, carry)
     if not todo:
         return replace(carry, details={"skipped": "every preset reused"})
-    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
-        source = _fetch_original(job, carry, Path(scratch))
-        # Decoding strangers' video happens in a throwaway child, as in the upload probe.
-        frame = poster_frame_isolated(str(source), carry.validated.media)
+    frame = carry.poster_frame
+    if frame is None:  # not taken beside the transcode (every rung reused, or it failed there)
+        with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
+            source = _fetch_original(job, carry, Path(scratch))
+            # Decoding strangers' video happens in a throwaway child, as in the upload probe.
+            frame = poster_frame_isolated(str(source), carry.validated.media)
     rasters = [to_srgb(r) for r in resize(frame, todo)]
     encoded = tuple(replace(compress(r, p), preset=f"poster-{p.name}")
                     for r, p in zip(rasters, todo))
-    return replace(carry, encoded=carry.encoded + encoded,
+    return replace(carry, encoded=carry.encoded + encoded, poster_frame=None,
                    details={e.preset: len(e.data) for e in encoded})
 
 
