@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -347,7 +347,10 @@ class Catalog:
                                 table.c.attempt == bindparam("v_attempt"))
                          .values(updated_at=now, **values))
             if starting:
-                statement = statement.where(table.c.status.in_(("queued", "processing")))
+                # Plain comparisons: an IN list would be an "expanding" parameter, which
+                # executemany refuses.
+                statement = statement.where(or_(table.c.status == "queued",
+                                                table.c.status == "processing"))
             conn.execute(statement, [{f"v_{c}": v for c, v in row.items()} for row in group])
 
 

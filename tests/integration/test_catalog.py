@@ -83,10 +83,11 @@ def test_a_finished_asset_is_never_marked_processing_again(catalog_url):
     # Dask re-runs a finished asset's first stage when a worker holding its results dies.
     catalog = Catalog(catalog_url)
     catalog.ensure_recipe("r1", "default", {})
-    attempt = _queue(catalog)
-    catalog.mark_processing("asset-1", attempt)
-    assert catalog.assets(["asset-1"])["asset-1"]["status"] == "processing"
-    _ready(catalog, "asset-1", attempt)
-    catalog.mark_processing("asset-1", attempt)
-    catalog.mark_processing_many({"asset-1": attempt})
-    assert catalog.assets(["asset-1"])["asset-1"]["status"] == "ready"
+    attempts = {asset: _queue(catalog, asset) for asset in ("asset-1", "asset-2", "asset-3")}
+    catalog.mark_processing_many(attempts)  # several rows: an executemany
+    assert {a["status"] for a in catalog.assets(attempts).values()} == {"processing"}
+    _ready(catalog, "asset-1", attempts["asset-1"])
+    catalog.mark_processing("asset-1", attempts["asset-1"])
+    catalog.mark_processing_many(attempts)
+    statuses = {a: row["status"] for a, row in catalog.assets(attempts).items()}
+    assert statuses == {"asset-1": "ready", "asset-2": "processing", "asset-3": "processing"}
