@@ -203,9 +203,8 @@ def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+@pytest.mark.parametrize("mode", ["warm"], indirect=True)  # only the warm path has a server
 def test_warm_children_are_forked_by_a_single_threaded_server(mode):
-    if mode == "cold":
-        pytest.skip("the cold path starts each child itself")
     first_pid, first_parent = run_isolated(own_pid_and_parent, **LIMITS)
     second_pid, second_parent = run_isolated(own_pid_and_parent, **LIMITS)
     assert first_parent == second_parent in server_pids()  # one server, reused
@@ -218,9 +217,8 @@ def test_warm_children_are_forked_by_a_single_threaded_server(mode):
     assert threads_of(second_parent) == 1
 
 
+@pytest.mark.parametrize("mode", ["warm"], indirect=True)
 def test_a_killed_server_costs_one_warm_start_not_the_call(mode):
-    if mode == "cold":
-        pytest.skip("the cold path has no server")
     _, server = run_isolated(own_pid_and_parent, **LIMITS)
     os.kill(server, signal.SIGKILL)
     os.waitpid(server, 0)
