@@ -71,7 +71,7 @@ from pathlib import Path
 
 # Only the standard library and photos.py at module level: the pool children import this
 # file (multiprocessing "spawn"), and each should hold only pyvips or only Pillow.
-from photos import CorpusMissing, describe, install, photo_corpus
+from photos import CorpusMissing, add_corpus_arguments, corpus_from_arguments, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNATURES = ROOT / "tests" / "signatures"
@@ -462,13 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                         help="farm workers and pool children (default: one per core)")
-    parser.add_argument("--photos", metavar="DIR",
-                        help="folder of the photographs (default $MEDIAFARM_PHOTOS_DIR, "
-                             "else /usr/share/backgrounds)")
-    parser.add_argument("--min-pixels", type=int, default=3_000_000,
-                        help="leave out smaller photographs (default 3000000)")
-    parser.add_argument("--install", action="store_true",
-                        help="as root, apt-get install the photographs' package when missing")
+    add_corpus_arguments(parser)
     parser.add_argument("--farm-timeout", type=float, default=120, metavar="SECONDS",
                         help="give up on a farm round that has not finished by then (default 120)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -477,13 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds, --processes and --farm-timeout must be positive")
 
     try:
-        paths = photo_corpus(args.min_pixels, args.photos)
+        paths = corpus_from_arguments(args)
     except CorpusMissing as exc:
-        if not args.install:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        install()
-        paths = photo_corpus(args.min_pixels, args.photos)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not paths:
         print(f"error: no photograph has {args.min_pixels} pixels or more", file=sys.stderr)
         return 2
