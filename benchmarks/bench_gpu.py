@@ -55,8 +55,7 @@ os.environ["VIPS_CONCURRENCY"] = "1"  # read when libvips starts, i.e. on import
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from photos import (CorpusMissing, add_corpus_arguments, corpus_from_arguments,  # noqa: E402
-                    describe)
+from photos import add_corpus_arguments, corpus_or_none, describe  # noqa: E402
 
 WAYS = ("intermediate", "resize")
 
@@ -193,13 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: this benchmark needs an NVIDIA GPU and the gpu extra "
               f"(pip install -e '.[gpu]'): {problem}", file=sys.stderr)
         return 2
-    try:
-        paths = corpus_from_arguments(args)
-    except CorpusMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not paths:
-        print(f"error: no photograph has {args.min_pixels} pixels or more", file=sys.stderr)
+    paths = corpus_or_none(args)
+    if paths is None:
         return 2
 
     def log(line: str) -> None:

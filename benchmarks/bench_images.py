@@ -71,7 +71,7 @@ from pathlib import Path
 
 # Only the standard library and photos.py at module level: the pool children import this
 # file (multiprocessing "spawn"), and each should hold only pyvips or only Pillow.
-from photos import CorpusMissing, add_corpus_arguments, corpus_from_arguments, describe
+from photos import add_corpus_arguments, corpus_or_none, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNATURES = ROOT / "tests" / "signatures"
@@ -470,13 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.processes < 1 or args.farm_timeout <= 0:
         parser.error("--rounds, --processes and --farm-timeout must be positive")
 
-    try:
-        paths = corpus_from_arguments(args)
-    except CorpusMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not paths:
-        print(f"error: no photograph has {args.min_pixels} pixels or more", file=sys.stderr)
+    paths = corpus_or_none(args)
+    if paths is None:
         return 2
     try:
         from PIL import features

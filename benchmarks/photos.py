@@ -99,6 +99,19 @@ def corpus_from_arguments(args: argparse.Namespace) -> list[Path]:
         return photo_corpus(args.min_pixels, args.photos)
 
 
+def corpus_or_none(args: argparse.Namespace) -> list[Path] | None:
+    """``corpus_from_arguments``, or None once it has said on stderr why there is none."""
+    try:
+        paths = corpus_from_arguments(args)
+    except CorpusMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if not paths:
+        print(f"error: no photograph has {args.min_pixels} pixels or more", file=sys.stderr)
+        return None
+    return paths
+
+
 def missing_message(where: Path) -> str:
     return (f"the benchmark photographs are not in {where}: they come from Debian's "
             f"{PACKAGE} package.\n"
