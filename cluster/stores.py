@@ -18,7 +18,6 @@ import errno
 import logging
 import os
 import random
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -117,16 +116,25 @@ class Store:
         return f"{self.root}/{relative}"
 
     def _put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._publish(key, lambda target: self.fs.pipe_file(target, data))
+
+    def _publish(self, key: str, write) -> bool:
+        """``write(target)`` the object at ``key`` unless it is there; True if written now.
+
+        Object stores publish a PUT once it completes (s3fs aborts a failed multipart
+        upload), so there ``write`` goes straight to the key. A local file is written
+        beside it and linked into place: atomic, and ``link`` fails if the key exists.
+        """
         if self.fs.exists(key):
             return False
         if not isinstance(self.fs, LocalFileSystem):
-            self.fs.pipe_file(key, data)
+            write(key)
             return True
         self.fs.makedirs(self.fs._parent(key), exist_ok=True)
         partial = f"{key}.partial-{uuid.uuid4().hex}"
         try:
-            self.fs.pipe_file(partial, data)
-            os.link(partial, key)  # atomic, and fails if the key exists: put-if-absent
+            write(partial)
+            os.link(partial, key)
             return True
         except FileExistsError:
             return False
@@ -144,25 +152,7 @@ class Store:
         the caller vouches that ``digest`` is the SHA-256 of the file.
         """
         key = self.key(digest)
-        return self._io("writing", key, lambda: self._put_file_if_absent(key, local_path))
-
-    def _put_file_if_absent(self, key: str, local_path: str) -> bool:
-        if self.fs.exists(key):
-            return False
-        if not isinstance(self.fs, LocalFileSystem):
-            # Object stores publish a PUT once it completes; s3fs aborts a failed multipart upload.
-            self.fs.put_file(local_path, key)
-            return True
-        self.fs.makedirs(self.fs._parent(key), exist_ok=True)
-        partial = f"{key}.partial-{uuid.uuid4().hex}"
-        try:
-            shutil.copyfile(local_path, partial)
-            os.link(partial, key)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            _unlink_if_there(partial)
+        return self._io("writing", key, lambda: self._publish(key, lambda target: self.fs.put_file(local_path, target)))
 
     def open(self, digest: str):
         """A binary file object reading the object, for streaming it out.
