@@ -18,12 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 from distributed import Future
 from distributed.scheduler import KilledWorker
 
 from catalog import Catalog
-from cluster.stores import Store
+from cluster.stores import Store, open_source
 from pipelines.upload.hashing import sha256_hex
 
 QUARANTINED = "quarantined"
@@ -88,20 +87,11 @@ class Isolation:
         """Copy the source's bytes, never decoded, into the quarantine store; says where."""
         stores = self._stores()
         try:
-            data = _read(uri, stores.values(), self.max_bytes)
+            with open_source(uri, stores.values()) as handle:
+                data = handle.read(self.max_bytes)
             digest = sha256_hex(data)
             stores["quarantine"].put(digest, data)
         except Exception as exc:  # noqa: BLE001 - the verdict stands without the copy
             return (f"Its source {uri} is left untouched for inspection (copying it to the "
                     f"quarantine store failed: {type(exc).__name__}: {exc}).")
         return f"Its bytes are kept for inspection in the quarantine store as {digest}."
-
-
-def _read(uri: str, stores, max_bytes: int) -> bytes:
-    for store in stores:
-        path = store.path_of(uri)
-        if path is not None:
-            with store.fs.open(path, "rb") as handle:
-                return handle.read(max_bytes)
-    with fsspec.open(uri, "rb") as handle:
-        return handle.read(max_bytes)

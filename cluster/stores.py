@@ -20,7 +20,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote, urlparse
@@ -215,6 +215,17 @@ def _resolve(config: StoreConfig) -> tuple[str, dict, str]:
         return "file", options, unquote(parsed.path) if parsed.scheme == "file" else config.url
     protocol = parsed.scheme
     return protocol, options, parsed.netloc + parsed.path
+
+
+def open_source(uri: str, stores: Iterable[Store]):
+    """A binary file object for a source: inside a configured store it opens with that
+    store's options (``r2://`` and percent-encoded ``file://`` URLs need them); any other
+    URL through plain fsspec."""
+    for store in stores:
+        path = store.path_of(uri)
+        if path is not None:
+            return store.fs.open(path, "rb")
+    return fsspec.open(uri, "rb").open()
 
 
 def open_stores(settings: Settings) -> dict[str, Store]:

@@ -13,12 +13,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import fsspec
 
 from catalog.repository import RenditionRecord, StageRecord, utcnow
 from cluster import placement, recorder, runtime, video_tasks
 from cluster.config import Settings
-from cluster.stores import Backoff, retrying
+from cluster.stores import Backoff, open_source, retrying
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outputs import planned_outputs
 from pipelines.outcome import Failed, Rejected, StageStop, Status, Stop
@@ -216,18 +215,9 @@ def _publish(job: Job, carry: Carry) -> list[RenditionRecord]:
     return records
 
 
-def _open_source(uri: str, settings: Settings):
-    """A source inside a configured store opens with that store's options; others via fsspec."""
-    for store in runtime.stores(settings).values():
-        path = store.path_of(uri)
-        if path is not None:
-            return store.fs.open(path, "rb")
-    return fsspec.open(uri, "rb").open()
-
-
 def _read_source(uri: str, max_bytes: int, settings: Settings) -> bytes:
     def read() -> bytes:
-        with _open_source(uri, settings) as handle:
+        with open_source(uri, runtime.stores(settings).values()) as handle:
             return handle.read(max_bytes + 1)
     try:
         # Transient errors are retried; past the budget StorageUnavailable (a Failed) ends it.
