@@ -164,6 +164,9 @@ def open_video_stream(output, preset: VideoPreset, width: int, height: int, time
     context.framerate = rate  # a rate-control and GOP hint (SVT-AV1 needs it), not a clock
     context.gop_size = settings["gop"]
     context.thread_count = 0  # the encoder's own choice for this machine
+    # PyAV defaults to slice threads, with which libx264 turns on sliced_threads: slower than
+    # its frame threads on few cores, and not what the ffmpeg CLI does. AUTO lets each encoder pick.
+    context.thread_type = "AUTO"
     # Frame durations are real (the source's, VFR included): packets carry them, so the last frame has a length.
     context.flags |= av.codec.context.Flags.frame_duration
     if preset.bit_rate is not None:

@@ -130,6 +130,9 @@ def test_h264_mp4_with_audio_and_faststart(media, tmp_path):
         data = Path(output.path).read_bytes()
         assert output.bytes == len(data)
         assert data.find(b"moov") < data.find(b"mdat")  # faststart: the index comes first
+        # x264 writes its settings into the stream: frame threads, as the ffmpeg CLI uses, not
+        # the sliced threads PyAV's default thread type would give (slower on few cores).
+        assert b"sliced_threads=0" in data
 
 
 def test_keyframes_follow_the_gop_not_the_source(media, tmp_path):
