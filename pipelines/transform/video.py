@@ -331,6 +331,9 @@ def _frame_at(container, video, target: float):
 def _png(frame) -> bytes:
     context = av.CodecContext.create("png", "w")
     context.width, context.height, context.pix_fmt = frame.width, frame.height, "rgb24"
+    # Lossless at any level, and only carried to the poster stage: level 1 deflates a 1080p
+    # frame in a sixth of the default's time, for about 10% more bytes.
+    context.options = {"compression_level": "1"}
     context.time_base = Fraction(1, 25)
     frame.pts = 0
     frame.time_base = context.time_base
