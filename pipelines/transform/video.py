@@ -1,7 +1,8 @@
 """Video renditions: decode with PyAV, scale upright, encode each ladder rung per preset, mux.
 
 One pass per rendition: demux → decode (threaded) → reformat (one reused
-swscale context) → rotate if the source says so → encode (threaded) → mux.
+swscale context) → rotate if the source says so in one thread, encode
+(threaded) → mux in another.
 Timestamps are the source's own (rebased to start at zero), so variable frame
 rate survives; nothing is assumed to be constant-rate except the GOP length.
 
@@ -27,6 +28,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from pipelines.outcome import Failed, Rejected
 from pipelines.recipe import NVENC_CODECS, VideoPreset
+from pipelines.transform.readahead import ReadAhead
 from pipelines.upload.media_probe import OPEN_OPTIONS, MediaInfo
 from pipelines.upload.sandbox import run_isolated
 
@@ -55,6 +57,8 @@ NVDEC_DECODERS = {"h264": "h264_cuvid", "hevc": "hevc_cuvid", "av1": "av1_cuvid"
 MEMORY_BYTES = 6 * 1024 ** 3
 BASE_TIMEOUT_S = 60.0
 TIMEOUT_PER_SECOND = 4.0
+# Frames decoded and scaled ahead of the encoder: a 720p yuv420p frame is 1.4 MB.
+_FRAMES_AHEAD = 8
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,11 @@ def encode_video(source: str, path: str, preset: VideoPreset, height: int, info:
 
 
 class _Loop:
-    """The hot loop: demux → decode → reformat → turn → encode → mux, and nothing else per frame."""
+    """The hot loop: demux → decode → reformat → turn in one thread, encode → mux in this one.
+
+    Nothing else happens per frame. The two threads overlap the decoder's and
+    the scaler's serial work with the encoder's (see ``readahead``).
+    """
 
     def __init__(self, container, output, video, vout, scaler, turner: Turner, geometry: Geometry,
                  decoder=None) -> None:
@@ -398,32 +406,49 @@ class _Loop:
         self.decoder = decoder  # a hardware decoder's context, or None for the stream's own
         self.origin = origin_s(container)
         self.frames = 0
+        self.last = None  # the last pts encoded: encoders demand strictly increasing ones
 
     def run(self, start: float, end: float, rebase_to_start: bool, audio_in, aout, resampler) -> float:
         """Encode the span; return how far the video got, in seconds from the source's start."""
-        container, output, video, vout = self.container, self.output, self.video, self.vout
-        scaler, turner, mux, encode, decoder = self.scaler, self.turner, output.mux, vout.encode, self.decoder
+        mux, encode = self.output.mux, self.vout.encode
+        if start > 0:  # lands on the keyframe at or before start
+            self.container.seek(to_pts(start + self.origin, self.video.time_base), stream=self.video)
+        _threads(self.video)
+        decoded = self._decoded(start, end, rebase_to_start, audio_in)
+        with ReadAhead(decoded, _FRAMES_AHEAD, "mediafarm-decode") as frames:
+            for is_video, frame in frames:
+                if is_video:
+                    mux(encode(frame))
+                    self.frames += 1
+                else:
+                    for piece in resampler.resample(frame):
+                        mux(aout.encode(piece))
+        mux(encode(None))
+        if aout is not None:
+            _flush_audio(self.output, aout, resampler)
+        return float(self.last * self.video.time_base) - self.origin if self.last is not None else 0.0
+
+    def _decoded(self, start: float, end: float, rebase_to_start: bool, audio_in):
+        """(True, scaled video frame ready to encode) and (False, audio frame), in demux order."""
+        container, video, scaler, turner, decoder = self.container, self.video, self.scaler, self.turner, \
+            self.decoder
         time_base, origin = video.time_base, self.origin
         start_pts = to_pts(start + origin, time_base)
         end_pts = to_pts(end + origin, time_base) if math.isfinite(end) else None
         shift = None if rebase_to_start else to_pts(origin, time_base)  # None: the first frame's pts
         audio_shift = to_pts((start if rebase_to_start else 0.0) + origin, audio_in.time_base) \
             if audio_in is not None else 0
-        if start > 0:
-            container.seek(start_pts, stream=video)  # lands on the keyframe at or before start
-        _threads(video)
-        width, height, pix_fmt = self.geometry.scale_width, self.geometry.scale_height, vout.codec_context.pix_fmt
+        width, height, pix_fmt = self.geometry.scale_width, self.geometry.scale_height, \
+            self.vout.codec_context.pix_fmt
         turn = bool(turner.filters)
         none = PictureType.NONE
-        last = None  # the last pts encoded: encoders demand strictly increasing ones
-        frames = 0
         done = False
         for packet in demux(container, (video, audio_in) if audio_in is not None else (video,), origin):
             if packet.stream is video:
                 if done:
                     continue
                 for frame in _decode(packet, origin, decoder):
-                    pts = frame.pts
+                    pts, last = frame.pts, self.last
                     if pts is None:  # an untimed frame (AVI, some TS) follows the one before
                         pts = last + (frame.duration or 1) if last is not None else start_pts
                     if pts < start_pts or (last is not None and pts <= last):
@@ -433,28 +458,21 @@ class _Loop:
                         break
                     if last is None and shift is None:
                         shift = pts
-                    last = pts
+                    self.last = pts
                     out = scaler.reformat(frame, width, height, pix_fmt, interpolation=_INTERPOLATION)
                     if turn:
                         out = turner.apply(out)
                     out.pts = pts - shift
                     out.duration = frame.duration  # becomes the packet's: the last frame's length in the file
                     out.pict_type = none  # a source I-frame would force a keyframe; the GOP is the encoder's
-                    mux(encode(out))
-                    frames += 1
+                    yield True, out
                 if done and audio_in is None:
-                    break
+                    return
             else:
                 for frame in _decode(packet, origin):
                     if frame.pts is not None:
                         frame.pts -= audio_shift
-                    for piece in resampler.resample(frame):
-                        mux(aout.encode(piece))
-        mux(encode(None))
-        if aout is not None:
-            _flush_audio(output, aout, resampler)
-        self.frames = frames
-        return float(last * time_base) - origin if last is not None else 0.0
+                    yield False, frame
 
 
 def _audio_rendition(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo) -> VideoOutput:
