@@ -187,7 +187,10 @@ def _read_through(container, info: MediaInfo, limits: MediaLimits) -> None:
     """
     target = next((s for s in container.streams if s.type == "video"), None) \
         or next(s for s in container.streams if s.type == "audio")
-    target.codec_context.thread_count = 1  # as DECODER_OPTIONS, for the trial decode
+    # One thread, as DECODER_OPTIONS. Not frame threads: this child turns PyAV's log callback on,
+    # which takes the GIL from FFmpeg's threads, and that can deadlock against a close holding it
+    # (PyAV-Org/PyAV#751). A two-thread trial decode hung twice in the test suite.
+    target.codec_context.thread_count = 1
     start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
     frames, trial_over, reached = 0, False, 0.0
     try:
