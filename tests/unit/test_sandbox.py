@@ -226,6 +226,20 @@ def test_a_killed_server_costs_one_warm_start_not_the_call(mode):
     assert server not in server_pids()
 
 
+def malloc_settings() -> tuple[str | None, str | None]:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("MALLOC_ARENA_MAX")
+
+
+def test_children_keep_glibcs_sliding_mmap_threshold(monkeypatch):
+    # Dask's nanny sets this in every worker; a child that kept it would map and unmap
+    # each frame-sized buffer for every frame it decodes.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    for server in server_pids():  # so that the warm path starts a server with this environment
+        os.kill(server, signal.SIGKILL)
+        os.waitpid(server, 0)
+    assert run_isolated(malloc_settings, **LIMITS) == (None, "2")
+
+
 def effective_capabilities() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("CapEff:"):
