@@ -221,19 +221,25 @@ def _read_through(container, info: MediaInfo, limits: MediaLimits) -> None:
 
 
 def _packet_start(packet) -> float | None:
-    stamp = packet.pts if packet.pts is not None else packet.dts
-    base = packet.time_base
-    # Integer products and one division: exact to a float, without Fraction arithmetic
-    # (which cost a sixth of a probe's time, over every packet of the file).
-    return stamp * base.numerator / base.denominator if stamp is not None and base else None
+    stamp = _stamp(packet)
+    return _seconds(stamp, packet.time_base) if stamp is not None else None
 
 
 def _packet_end(packet) -> float | None:
-    begin = _packet_start(packet)
-    if begin is None or packet.size == 0:
+    stamp = _stamp(packet)
+    if stamp is None or packet.size == 0:
         return None
-    base = packet.time_base
-    return begin + (packet.duration or 0) * base.numerator / base.denominator
+    return _seconds(stamp + (packet.duration or 0), packet.time_base)
+
+
+def _stamp(packet) -> int | None:
+    return packet.pts if packet.pts is not None else packet.dts
+
+
+def _seconds(ticks: int, base) -> float | None:
+    # An integer product and one division: exact to a float, without Fraction arithmetic
+    # (which cost a sixth of a probe's time, over every packet of the file).
+    return ticks * base.numerator / base.denominator if base else None
 
 
 def _say(error: av.error.FFmpegError) -> str:
