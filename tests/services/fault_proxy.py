@@ -153,9 +153,10 @@ class FaultProxy:
         xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
                f"<Message>{message}</Message><RequestId>fault-proxy</RequestId></Error>").encode()
         body = b"" if request_line.startswith("HEAD ") else xml
+        # Counted before the reply leaves: a client that has its answer may read the counts at once.
+        self._count(f"error_{status}")
         client.sendall(f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/xml\r\n"
                        f"Content-Length: {len(xml)}\r\nConnection: close\r\n\r\n".encode() + body)
-        self._count(f"error_{status}")
         # Wait for the client to close first: closing on unread bytes would send an RST,
         # and the client could lose the reply.
         client.shutdown(socket.SHUT_WR)
