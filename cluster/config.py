@@ -19,6 +19,7 @@ from pipelines.upload.validate import Limits
 STORE_NAMES = ("originals", "renditions", "quarantine", "buffer")
 GPU_MODES = ("auto", "off")
 DEFAULT_CLAMD_URL = "tcp://127.0.0.1:3310"
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Settings:
     storage_retry_s: float = 30.0
     # "auto": GPU-capable stages run on workers that declare a GPU resource; "off": CPU only.
     gpu: str = "auto"
+    # Where an own LocalCluster's dashboard listens: loopback by default, since it shows call
+    # stacks, logs and task data to anyone who reaches it, with no authentication.
+    dashboard_address: str = DEFAULT_DASHBOARD_ADDRESS
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -84,6 +88,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         catalog_retry_s=float(pick("catalog_retry_s", "60")),
         storage_retry_s=float(pick("storage_retry_s", "30")),
         gpu=_gpu_mode(pick("gpu", "auto")),
+        dashboard_address=pick("dashboard_address", DEFAULT_DASHBOARD_ADDRESS),
     )
 
 

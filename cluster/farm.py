@@ -63,7 +63,8 @@ class Farm:
             # libvips threads would fight the one-process-per-core layout; keep each worker at one.
             self._cluster = LocalCluster(
                 n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                processes=True, dashboard_address=":0", env={"VIPS_CONCURRENCY": "1"},
+                processes=True, dashboard_address=self.settings.dashboard_address,
+                env={"VIPS_CONCURRENCY": "1"},
                 scheduler_kwargs={"allowed_failures": OWN_CLUSTER_ALLOWED_FAILURES})
             self.client, self._owns_client = Client(self._cluster), True
         self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))

@@ -82,3 +82,9 @@ def test_environment_wins_over_the_file(tmp_path):
 def test_missing_config_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_settings(environ={}, config_file=tmp_path / "missing.yaml")
+
+
+def test_dashboard_listens_on_loopback_unless_configured(tmp_path):
+    assert load_settings(environ={}).dashboard_address == "127.0.0.1:0"
+    exposed = load_settings(environ={"MEDIAFARM_DASHBOARD_ADDRESS": "0.0.0.0:8787"})
+    assert exposed.dashboard_address == "0.0.0.0:8787"
