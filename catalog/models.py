@@ -154,8 +154,9 @@ class Upload(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     key: Mapped[str] = mapped_column(Text)        # where in the buffer store
-    status: Mapped[str] = mapped_column(String(20))  # pending, completed
+    status: Mapped[str] = mapped_column(String(20))  # pending, completed, rejected
     asset_id: Mapped[str | None] = mapped_column(String(36))
+    size: Mapped[int | None] = mapped_column(BigInteger)  # announced; the signed Content-Length
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -166,7 +167,8 @@ class IdempotencyKey(Base):
     owner: Mapped[str] = mapped_column(String(200), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_sha256: Mapped[str] = mapped_column(SHA256)
-    response: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(20), server_default="done")  # pending, done
+    response: Mapped[dict | None] = mapped_column(JSON)  # once done
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

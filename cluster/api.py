@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from python_multipart.multipart import parse_options_header
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -223,6 +223,18 @@ async def create_asset(request: Request) -> Response:
     principal = await _authorize(request, "submit")
     service = _service(request)
     key = idempotency.parse_key(request.headers.get("idempotency-key"))
+    claim = idempotency.Claim(service.engine, principal.owner, key)
+    try:
+        return await _create_asset(request, principal, service, claim)
+    except BaseException:
+        if claim.held:  # a failed try gives its key back, even when cancelled
+            with CancelScope(shield=True):
+                await to_thread.run_sync(claim.release)
+        raise
+
+
+async def _create_asset(request: Request, principal: Principal, service: FarmService,
+                        claim: idempotency.Claim) -> Response:
     media = _media_type(request)
     if media == "multipart/form-data":
         _check_length(request, service.config.max_upload_bytes)
@@ -233,9 +245,9 @@ async def create_asset(request: Request) -> Response:
         try:
             digest = idempotency.request_digest("POST", "/v1/assets",
                                                 ["file", received.sha256, received.content_type])
-            if key and (stored := await _replay(service, principal, key, digest)):
+            if claim.key and (stored := await to_thread.run_sync(claim.take, digest)):
                 return JSONResponse(stored, 202)
-            buffer = service.stores["buffer"]
+            buffer = uploads.owner_area(service.stores["buffer"], principal.owner)
             await to_thread.run_sync(buffer.put_file, received.sha256, received.path)
         finally:
             os.unlink(received.path)
@@ -245,10 +257,10 @@ async def create_asset(request: Request) -> Response:
         data = await _json_body(request)
         _only(data, {"source_uri"})
         digest = idempotency.request_digest("POST", "/v1/assets", ["source", data])
-        if key and (stored := await _replay(service, principal, key, digest)):
+        if claim.key and (stored := await to_thread.run_sync(claim.take, digest)):
             return JSONResponse(stored, 202)
-        store, path = uploads.store_object(data.get("source_uri"), service.stores,
-                                           service.config.source_stores)
+        store, path = uploads.owned_object(data.get("source_uri"), principal.owner,
+                                           service.stores, service.config.ingest_prefix)
         info = await to_thread.run_sync(_object_info, store, path)
         source, fingerprint = store.fs.unstrip_protocol(path), uploads.object_fingerprint(info)
     else:
@@ -259,14 +271,9 @@ async def create_asset(request: Request) -> Response:
     await asyncio.wrap_future(service.enqueue(
         AssetRequest(asset_id, principal.owner, source, fingerprint)))
     answer = _accepted(request, asset_id)
-    if key:
-        answer = await to_thread.run_sync(idempotency.remember, service.engine, principal.owner,
-                                          key, digest, answer)
+    if claim.held:
+        answer = await to_thread.run_sync(claim.finish, answer)
     return JSONResponse(answer, 202)
-
-
-async def _replay(service: FarmService, principal: Principal, key: str, digest: str) -> dict | None:
-    return await to_thread.run_sync(idempotency.replay, service.engine, principal.owner, key, digest)
 
 
 def _object_info(store, path: str) -> dict:
@@ -402,14 +409,19 @@ async def create_upload(request: Request) -> Response:
         raise ApiError(409, "presign_unavailable",
                        "presigned uploads need the buffer store on S3 or R2; this server's is a "
                        "local folder, so upload with POST /v1/assets (multipart) instead")
+    if size is None:
+        raise ApiError(422, "invalid_body", "size is required: the upload URL is signed for "
+                                            "exactly that many bytes")
     upload_id, relative = await to_thread.run_sync(uploads.create_upload, service.engine,
-                                                   principal.owner)
+                                                   principal.owner, size)
     expires = service.config.url_expires_s
     url = await to_thread.run_sync(partial(uploads.presign_put, buffer, buffer.key_at(relative),
-                                           expires, content_type and content_type.lower()))
+                                           expires, size, content_type and content_type.lower()))
+    headers = {"Content-Length": str(size)}
+    if content_type:
+        headers["Content-Type"] = content_type.lower()
     return JSONResponse({
-        "id": upload_id, "upload_url": url, "method": "PUT",
-        "headers": {"Content-Type": content_type.lower()} if content_type else {},
+        "id": upload_id, "upload_url": url, "method": "PUT", "headers": headers,
         "expires_at": _iso(datetime.now(timezone.utc) + timedelta(seconds=expires)),
         "complete_url": str(request.url_for("complete_upload", upload_id=upload_id)),
     }, 201)
@@ -427,19 +439,10 @@ def _complete(service: FarmService, owner: str, upload_id: str) -> str:
     upload = uploads.find_upload(service.engine, owner, upload_id)
     if upload is None:
         raise ApiError(404, "not_found", "there is no such upload")
-    if upload["status"] == "completed":
-        return upload["asset_id"]  # completing twice is answered like the first time
-    buffer = service.stores["buffer"]
-    path = buffer.key_at(upload["key"])
-    try:
-        info = buffer.fs.info(path, refresh=True) if uploads.presigns(buffer) else buffer.fs.info(path)
-    except FileNotFoundError:
-        raise ApiError(409, "not_uploaded", "nothing has been uploaded to this upload's URL yet")
-    if not info.get("size"):
-        raise ApiError(422, "empty", "the uploaded object is empty")
-    if info["size"] > service.config.max_upload_bytes:
-        raise ApiError(413, "too_large", f"the uploaded object is larger than the "
-                                         f"{service.config.max_upload_bytes}-byte limit")
+    buffer, limit = service.stores["buffer"], service.config.max_upload_bytes
+    if upload["status"] != "pending":  # completing twice is answered like the first time
+        return uploads.settled_upload(buffer, upload, limit)
+    path, info = uploads.take_upload(service.engine, buffer, upload, limit)
     source = buffer.fs.unstrip_protocol(path)
     asset_id = make_asset_id(owner, source)
     service.submit(AssetRequest(asset_id, owner, source, uploads.object_fingerprint(info)))

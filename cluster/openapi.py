@@ -74,7 +74,8 @@ def document(config: ApiConfig) -> dict:
                     "202": _json("accepted: the asset is queued (or already done)", "Accepted"),
                     "400": _error("the body cannot be parsed"),
                     **_AUTH_ERRORS,
-                    "409": _error("the Idempotency-Key was used for a different request"),
+                    "409": _error("the Idempotency-Key was used for a different request, or "
+                                  "a request with it is still being answered (Retry-After)"),
                     "413": _error(f"the body is over {config.max_upload_bytes} bytes"),
                     "415": _error("the body, or its file part, is of a type not accepted"),
                     "422": _error("the form or the source_uri is not acceptable"),
@@ -137,7 +138,8 @@ def document(config: ApiConfig) -> dict:
                     **_AUTH_ERRORS,
                     "404": _error("no such upload for this owner"),
                     "409": _error("nothing has been uploaded to the URL yet"),
-                    "413": _error("the uploaded object is over the limit"),
+                    "413": _error("the uploaded object is over the announced size or the "
+                                  "limit; it was removed"),
                     "422": _error("the uploaded object is empty"),
                 },
             }},
@@ -196,8 +198,8 @@ def _schemas(config: ApiConfig) -> dict:
         "SourceRequest": {"type": "object", "required": ["source_uri"],
                           "additionalProperties": False,
                           "properties": {"source_uri": {
-                              "type": "string", "description": "an object inside the "
-                              + ", ".join(config.source_stores) + " store"}}},
+                              "type": "string", "description": "an object the caller's owner "
+                              "uploaded, or one under its ingest prefix"}}},
         "Accepted": {"type": "object", "required": ["id", "status_url"],
                      "additionalProperties": False,
                      "properties": {"id": {"type": "string", "format": "uuid"},
@@ -236,6 +238,7 @@ def _schemas(config: ApiConfig) -> dict:
                           "sha256": digest, "url": string, "url_expires_at": _nullable(date_time),
                       }},
         "UploadRequest": {"type": "object", "additionalProperties": False,
+                          "required": ["size"],
                           "properties": {
                               "content_type": {"type": "string",
                                                "enum": sorted(config.content_types)},

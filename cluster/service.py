@@ -29,6 +29,7 @@ from cluster.config import Settings
 from cluster.farm import Farm
 from cluster.quarantine import record_lost, worker_deaths
 from cluster.tasks import Job
+from cluster.uploads import check_ingest_prefix
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
 from pipelines.vips import tool_versions
 
@@ -53,7 +54,8 @@ class ApiConfig:
     rate_burst: int = 20          # requests at once per token
     purge_originals_on_delete: bool = False
     url_expires_s: int = 3600     # presigned GET and PUT URLs
-    source_stores: tuple[str, ...] = ("buffer", "originals")
+    source_stores: tuple[str, ...] = ("buffer", "originals")  # what admins' manifests may name
+    ingest_prefix: str | None = None  # e.g. s3://bucket/ingest/{owner}/: owners' own sources
     spool_dir: str | None = None  # temporary files of multipart uploads (default: system temp)
     max_json_bytes: int = 64 * 1024
 
@@ -71,6 +73,9 @@ def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None
     unknown = [s for s in stores if s not in settings.stores]
     if unknown:
         raise ValueError(f"MEDIAFARM_API_SOURCE_STORES names unknown stores: {unknown}")
+    ingest = env.get("MEDIAFARM_API_INGEST_PREFIX") or None
+    if ingest:
+        check_ingest_prefix(ingest, {name: store.url for name, store in settings.stores.items()})
     return ApiConfig(
         max_upload_bytes=int(max_upload) if max_upload else settings.limits.max_bytes + FORM_OVERHEAD,
         content_types=(frozenset(t.strip().lower() for t in types.split(",") if t.strip())
@@ -81,6 +86,7 @@ def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None
         .lower() in ("1", "true", "yes", "on"),
         url_expires_s=int(text_value("MEDIAFARM_API_URL_EXPIRES", "3600")),
         source_stores=stores,
+        ingest_prefix=ingest,
         spool_dir=env.get("MEDIAFARM_API_SPOOL_DIR") or None,
     )
 

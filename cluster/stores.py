@@ -14,6 +14,7 @@ at most three requests and the budget, not the libraries, decides when to give u
 
 from __future__ import annotations
 
+import copy
 import errno
 import logging
 import os
@@ -180,6 +181,12 @@ class Store:
     def key_at(self, relative: str) -> str:
         """The filesystem path of a keyed object (see ``put_at``), e.g. to presign it."""
         return self._relative_key(relative)
+
+    def within(self, relative: str) -> Store:
+        """The same store rooted at a folder inside it: its own ``sha256/`` and keyed paths."""
+        inner = copy.copy(self)
+        inner.root, inner.url = self._relative_key(relative), f"{self.url}/{relative}"
+        return inner
 
     def digests(self) -> list[str]:
         """Every digest stored; for tests and audits, not for hot paths."""

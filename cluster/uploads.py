@@ -3,13 +3,17 @@
 A multipart upload is never held in memory: its file part goes to a temporary
 file chunk by chunk, hashed on the way, and the body is counted against the
 size limit as it arrives. Sources named by URL must lie inside a configured
-store, so the endpoint cannot be made to fetch arbitrary URLs.
+store, so the endpoint cannot be made to fetch arbitrary URLs; over HTTP they must
+moreover be the caller's own: what its owner uploaded (kept in the buffer store under
+``owners/<owner key>/``) or its ingest prefix. Stores are shared and content-addressed,
+so without that one owner could take in, and learn of, another's bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import uuid
 import weakref
@@ -24,6 +28,7 @@ from s3fs import S3FileSystem
 from sqlalchemy import Engine, select, update
 
 from catalog.models import Upload
+from cluster.config import StoreConfig
 from cluster.http_errors import ApiError
 from cluster.stores import Store
 
@@ -156,16 +161,17 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, *, 
 
 
 def store_object(uri: object, stores: dict[str, Store], allowed: Iterable[str], *,
-                 patterns: bool = False) -> tuple[Store, str]:
+                 patterns: bool = False, refused: ApiError | None = None) -> tuple[Store, str]:
     """The (store, filesystem path) that ``uri`` names inside one of the ``allowed`` stores.
 
-    Anything else is refused with 422: other schemes (``http://``, ``file://``
-    outside the stores), lookalike prefixes, ``..``, query strings, globs (unless
-    ``patterns``), fsspec chains, credentials in the URL, and local symlinks leading out.
+    Anything else is ``refused`` (by default 422 naming the stores): other schemes
+    (``http://``, ``file://`` outside the stores), lookalike prefixes, ``..``, query
+    strings, globs (unless ``patterns``), fsspec chains, credentials in the URL, and
+    local symlinks leading out.
     """
-    refused = ApiError(422, "source_not_allowed",
-                       "source_uri must name one object inside a configured store "
-                       f"({', '.join(sorted(allowed))})")
+    refused = refused or ApiError(422, "source_not_allowed",
+                                  "source_uri must name one object inside a configured store "
+                                  f"({', '.join(sorted(allowed))})")
     if (not isinstance(uri, str) or not uri or len(uri) > 2000 or "::" in uri
             or any(c in uri for c in ("\\#" if patterns else "\\*?[]#"))
             or any(ord(c) < 32 for c in uri)):
@@ -195,6 +201,67 @@ def store_object(uri: object, stores: dict[str, Store], allowed: Iterable[str], 
     raise refused
 
 
+# An owner name that can stand as one path segment of an ingest prefix as it is.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}")
+
+
+def owner_key(owner: str) -> str:
+    """The folder of an owner's uploads: a digest, as owner names may hold any character."""
+    return hashlib.sha256(f"mediafarm-owner\0{owner}".encode()).hexdigest()[:32]
+
+
+def owner_area(buffer: Store, owner: str) -> Store:
+    """Where the buffer store keeps what ``owner`` uploaded (multipart, completed presigned)."""
+    return buffer.within(f"owners/{owner_key(owner)}")
+
+
+def ingest_area(template: str | None, owner: str, stores: dict[str, Store]) -> Store | None:
+    """``owner``'s ingest prefix as a store, when one is configured and the name fits a path.
+
+    Inside the buffer store it is read with the buffer's options; elsewhere with plain
+    fsspec and the environment's credentials, as the workers read sources.
+    """
+    if not template or not _SEGMENT.fullmatch(owner):
+        return None
+    url = template.replace("{owner}", owner).rstrip("/")
+    buffer = stores["buffer"]
+    if url.startswith(buffer.url + "/"):
+        return buffer.within(url[len(buffer.url) + 1:])
+    return Store("ingest", StoreConfig(url))
+
+
+def check_ingest_prefix(template: str, store_urls: dict[str, str]) -> None:
+    """Refuse (ValueError) an ingest prefix that would open a store's shared objects."""
+    head, placeholder, tail = template.partition("{owner}")
+    if not placeholder or "{owner}" in tail or not head.endswith("/") or tail.rstrip("/"):
+        raise ValueError("MEDIAFARM_API_INGEST_PREFIX is a URL ending in a /{owner}/ folder, "
+                         f"e.g. s3://bucket/ingest/{{owner}}/ (got {template!r})")
+    for name, url in store_urls.items():
+        url = url.rstrip("/") + "/"
+        inside = head.startswith(url) and head[len(url):].split("/")[0] not in (
+            "", "sha256", "owners", "uploads")
+        if (head.startswith(url) or url.startswith(head)) and not (name == "buffer" and inside):
+            raise ValueError(f"MEDIAFARM_API_INGEST_PREFIX {template!r} overlaps the {name} "
+                             "store; put it in a folder of its own (inside the buffer store, "
+                             "or outside every store)")
+
+
+def owned_object(uri: object, owner: str, stores: dict[str, Store],
+                 ingest_prefix: str | None) -> tuple[Store, str]:
+    """The (store, path) of an object ``owner`` may name over HTTP, else 422 ``source_not_allowed``.
+
+    Decided from the URL alone, before anything is looked up: another owner's object and
+    one that never existed get the same answer.
+    """
+    areas = {"uploads": owner_area(stores["buffer"], owner)}
+    ingest = ingest_area(ingest_prefix, owner, stores)
+    if ingest is not None:
+        areas["ingest"] = ingest
+    return store_object(uri, areas, areas, refused=ApiError(
+        422, "source_not_allowed",
+        "source_uri must name one object you uploaded, or one under your ingest prefix"))
+
+
 def object_fingerprint(info: dict) -> str:
     """Size and change marker of a store object, as ``cluster.sources`` fingerprints files."""
     changed = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")
@@ -209,10 +276,16 @@ def presigns(store: Store) -> bool:
     return isinstance(store.fs, S3FileSystem)
 
 
-def presign_put(store: Store, path: str, expires: int, content_type: str | None = None) -> str:
-    """A URL that lets its holder PUT one object at ``path`` until it expires."""
+def presign_put(store: Store, path: str, expires: int, size: int,
+                content_type: str | None = None) -> str:
+    """A URL that lets its holder PUT one object of ``size`` bytes at ``path`` until it expires.
+
+    Content-Length is among the signed headers, so S3 and R2 refuse (403) a body of any
+    other length. A presigned POST could take a range instead, but R2 has no POST Object.
+    """
     params = {"ContentType": content_type} if content_type else {}
-    return _signer(store).url(path, expires=expires, client_method="put_object", **params)
+    return _signer(store).url(path, expires=expires, client_method="put_object",
+                              ContentLength=size, **params)
 
 
 def presign_get(store: Store, path: str, expires: int) -> str:
@@ -237,13 +310,13 @@ def _signer(store: Store) -> S3FileSystem:
     return _signers[store.fs]
 
 
-def create_upload(engine: Engine, owner: str) -> tuple[str, str]:
+def create_upload(engine: Engine, owner: str, size: int) -> tuple[str, str]:
     """Record a pending upload; returns (upload id, its path relative to the buffer store)."""
     upload_id = str(uuid.uuid4())
     relative = f"uploads/{upload_id}"
     with engine.begin() as conn:
         conn.execute(Upload.__table__.insert().values(id=upload_id, owner=owner, key=relative,
-                                                      status="pending"))
+                                                      status="pending", size=size))
     return upload_id, relative
 
 
@@ -261,3 +334,59 @@ def complete_upload(engine: Engine, upload_id: str, asset_id: str) -> bool:
                               .where(Upload.id == upload_id, Upload.status == "pending")
                               .values(status="completed", asset_id=asset_id))
     return result.rowcount > 0
+
+
+def _limit(upload: dict, max_bytes: int) -> int:
+    return min(upload["size"] or max_bytes, max_bytes)
+
+
+def _too_large(upload: dict, max_bytes: int) -> ApiError:
+    return ApiError(413, "too_large", "the uploaded object is larger than this upload's "
+                                      f"{_limit(upload, max_bytes)} bytes; it was removed")
+
+
+def take_upload(engine: Engine, buffer: Store, upload: dict, max_bytes: int) -> tuple[str, dict]:
+    """Move a pending upload's object out of its URL's reach; (its path now, its info).
+
+    The object goes into its owner's area and leaves the key the URL writes to, so a
+    later PUT (the URL works until it expires) can change nothing that was accepted.
+    Over the announced size or the limit it is removed and the upload rejected (413).
+    """
+    sent = buffer.key_at(upload["key"])
+    kept = owner_area(buffer, upload["owner"]).key_at(upload["key"])
+    try:
+        buffer.fs.copy(sent, kept)
+    except FileNotFoundError:
+        if not buffer.fs.exists(kept):  # else a concurrent complete moved it a moment ago
+            raise ApiError(409, "not_uploaded",
+                           "nothing has been uploaded to this upload's URL yet") from None
+    _remove(buffer, sent)
+    buffer.fs.invalidate_cache(kept)
+    info = buffer.fs.info(kept)
+    if info["size"] > _limit(upload, max_bytes):
+        _remove(buffer, kept)
+        with engine.begin() as conn:
+            conn.execute(update(Upload.__table__).where(Upload.id == upload["id"],
+                                                        Upload.status == "pending")
+                         .values(status="rejected"))
+        raise _too_large(upload, max_bytes)
+    if not info["size"]:
+        _remove(buffer, kept)  # the upload stays pending: its URL may be used again
+        raise ApiError(422, "empty", "the uploaded object is empty")
+    return kept, info
+
+
+def settled_upload(buffer: Store, upload: dict, max_bytes: int) -> str:
+    """A completed upload's asset id again (a rejected one's 413 again), after removing
+    whatever was PUT to its URL since: nothing reads it any more."""
+    _remove(buffer, buffer.key_at(upload["key"]))
+    if upload["status"] == "rejected":
+        raise _too_large(upload, max_bytes)
+    return upload["asset_id"]
+
+
+def _remove(store: Store, path: str) -> None:
+    try:
+        store.fs.rm_file(path)
+    except FileNotFoundError:
+        pass

@@ -8,10 +8,13 @@ renditions stores on a moto S3 endpoint (presigned URLs, presigned PUT uploads).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
+import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -28,6 +31,7 @@ from catalog import Catalog, upgrade
 from cluster.openapi import document
 from cluster.samples import EICAR, scene
 from cluster.service import load_api_config
+from cluster.uploads import owner_area
 from tests.conftest import make_settings, s3_store
 from tests.services.api_server import Deployment, start_api_server, wait_terminal
 from tests.services.postgres import scratch_database
@@ -35,6 +39,7 @@ from tests.services.postgres import scratch_database
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PRESETS = {"large", "medium", "small", "thumb"}
+S3_MAX_UPLOAD = 2 * 1024 * 1024
 
 
 def _jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
@@ -76,7 +81,8 @@ def on_s3(tmp_path_factory, clamd, pg_server, s3_endpoint) -> Deployment:
         settings = make_settings(root / "data", catalog_url, clamd.url, stores)
         server = start_api_server(settings, root, workers=1, extra_env={
             "FSSPEC_S3": json.dumps(fsspec_s3), "MEDIAFARM_PURGE_ORIGINALS_ON_DELETE": "1",
-            "MEDIAFARM_API_URL_EXPIRES": "600"})
+            "MEDIAFARM_API_URL_EXPIRES": "600", "MEDIAFARM_API_MAX_UPLOAD_BYTES": str(S3_MAX_UPLOAD),
+            "MEDIAFARM_API_INGEST_PREFIX": stores["buffer"].url + "/ingest/{owner}/"})
         yield Deployment(server, settings)
         server.stop()
 
@@ -114,8 +120,8 @@ def test_upload_poll_and_fetch_every_rendition_from_the_app(http, local):
         assert all(r["url"].startswith(f"{local.url}/v1/renditions/") and r["url_expires_at"] is None
                    for r in asset["renditions"])
         assert [v["version"] for v in asset["versions"]] == [1]
-        # The upload was buffered content-addressed, then taken in like any source.
-        assert local.store("buffer").exists(asset["sha256"])
+        # The upload was buffered content-addressed in alice's own area, then taken in.
+        assert owner_area(local.store("buffer"), "alice").exists(asset["sha256"])
         thumb = next(r for r in asset["renditions"] if r["preset"] == "thumb")
         fetched = http.get(thumb["url"], headers=alice)
         assert fetched.headers["content-type"] == "image/webp"
@@ -253,7 +259,7 @@ def test_upload_poll_and_fetch_presigned_renditions_on_s3(http, on_s3):
     for rendition in asset["renditions"]:
         assert "X-Amz-Signature=" in urlsplit(rendition["url"]).query
         assert rendition["url_expires_at"]
-    assert on_s3.store("buffer").exists(asset["sha256"])
+    assert owner_area(on_s3.store("buffer"), "alice").exists(asset["sha256"])
     assert on_s3.store("originals").exists(asset["sha256"])
     # Deleting purges the original here (MEDIAFARM_PURGE_ORIGINALS_ON_DELETE=1).
     assert http.delete(answer.json()["status_url"], headers=alice).status_code == 204
@@ -283,16 +289,104 @@ def test_presigned_put_upload_end_to_end_on_s3(http, on_s3):
     assert http.get(done.json()["status_url"], headers=eve).status_code == 404
 
 
-def test_json_source_inside_the_buffer_store_is_taken_in(http, on_s3):
+def test_json_source_in_the_owners_ingest_prefix_is_taken_in(http, on_s3):
     carol = on_s3.token("carol")
     photo = _jpeg(33)
     buffer = on_s3.store("buffer")
-    buffer.put_at("incoming/carol.jpg", photo)
+    buffer.put_at("ingest/carol/carol.jpg", photo)
     answer = http.post(f"{on_s3.url}/v1/assets", headers=carol,
-                       json={"source_uri": f"{buffer.url}/incoming/carol.jpg"})
+                       json={"source_uri": f"{buffer.url}/ingest/carol/carol.jpg"})
     assert answer.status_code == 202, answer.text
     asset = wait_terminal(http, answer.json()["status_url"], carol, timeout=120)
     _check_renditions(http, asset, headers=None)
     missing = http.post(f"{on_s3.url}/v1/assets", headers=carol,
-                        json={"source_uri": f"{buffer.url}/incoming/absent.jpg"})
+                        json={"source_uri": f"{buffer.url}/ingest/carol/absent.jpg"})
     assert missing.status_code == 422 and missing.json()["error"] == "source_missing"
+
+
+def _presign(http: httpx.Client, deployment: Deployment, headers: dict, size: int) -> dict:
+    made = http.post(f"{deployment.url}/v1/uploads", headers=headers,
+                     json={"content_type": "image/jpeg", "size": size})
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def _put_and_complete(http: httpx.Client, deployment: Deployment, headers: dict,
+                      data: bytes) -> tuple[dict, dict]:
+    """A presigned upload of ``data`` completed; (the upload, the accepted answer)."""
+    upload = _presign(http, deployment, headers, len(data))
+    put = http.put(upload["upload_url"], content=data, headers=upload["headers"])
+    assert put.status_code == 200, put.text
+    done = http.post(upload["complete_url"], headers=headers)
+    assert done.status_code == 202, done.text
+    return upload, done.json()
+
+
+def _buffer_objects(deployment: Deployment) -> set[str]:
+    buffer = deployment.store("buffer")
+    return {buffer.fs.unstrip_protocol(p) for p in buffer.fs.find(buffer.root)}
+
+
+def test_source_uri_cannot_name_another_owners_objects_on_s3(http, on_s3):
+    alice = on_s3.token("alice-s3")
+    upload, done = _put_and_complete(http, on_s3, alice, _jpeg(34))
+    asset = wait_terminal(http, done["status_url"], alice, timeout=120)
+    assert asset["status"] == "ready"
+    sent = _upload(http, on_s3, alice, _jpeg(35))
+    assert sent.status_code == 202, sent.text
+    buffer, originals = on_s3.store("buffer"), on_s3.store("originals")
+    buffer.put_at("ingest/alice-s3/a.jpg", _jpeg(34))
+    theirs = [f"{buffer.url}/uploads/{upload['id']}",       # alice's presigned upload key
+              f"{buffer.url}/uploads/{uuid.uuid4()}",        # nobody's
+              originals.url_for(asset["sha256"]), originals.url_for("0" * 64),
+              f"{buffer.url}/ingest/alice-s3/a.jpg",
+              *sorted(_buffer_objects(on_s3))]               # whatever the server keeps of hers
+    answers = [http.post(f"{on_s3.url}/v1/assets", headers=on_s3.token("bob-s3"),
+                         json={"source_uri": uri}) for uri in theirs]
+    assert {(a.status_code, a.text) for a in answers} == {(answers[1].status_code, answers[1].text)}
+    assert answers[1].status_code == 422 and answers[1].json()["error"] == "source_not_allowed"
+    assert on_s3.asset_count("bob-s3") == 0
+
+
+def test_a_presigned_url_is_bound_to_the_announced_size(http, on_s3):
+    frank = on_s3.token("frank")
+    upload = _presign(http, on_s3, frank, 1000)
+    signed = parse_qs(urlsplit(upload["upload_url"]).query)["X-Amz-SignedHeaders"][0]
+    assert "content-length" in signed.split(";")  # S3 and R2 answer 403 to any other length
+    assert upload["headers"]["Content-Length"] == "1000"
+    # moto does not check signatures, so it stores what S3 would refuse: the farm must too.
+    big = os.urandom(S3_MAX_UPLOAD + 1024)
+    put = http.put(upload["upload_url"], content=big, headers={"Content-Type": "image/jpeg"})
+    assert put.status_code == 200, put.text
+    for _ in range(2):  # refused, and refused the same way again
+        done = http.post(upload["complete_url"], headers=frank)
+        assert done.status_code == 413 and done.json()["error"] == "too_large", done.text
+    assert not any(upload["id"] in path for path in _buffer_objects(on_s3))  # deleted
+    assert on_s3.asset_count("frank") == 0
+    # Over the announced size but under the server's limit: refused as well.
+    upload = _presign(http, on_s3, frank, 1000)
+    put = http.put(upload["upload_url"], content=_jpeg(38), headers={"Content-Type": "image/jpeg"})
+    assert put.status_code == 200
+    done = http.post(upload["complete_url"], headers=frank)
+    assert done.status_code == 413, done.text
+    assert not any(upload["id"] in path for path in _buffer_objects(on_s3))
+
+
+def test_a_completed_upload_cannot_be_changed_through_its_url(http, on_s3):
+    gail = on_s3.token("gail")
+    photo = _jpeg(36)
+    upload, done = _put_and_complete(http, on_s3, gail, photo)
+    asset = wait_terminal(http, done["status_url"], gail, timeout=120)
+    assert asset["sha256"] == hashlib.sha256(photo).hexdigest()
+    # The URL works until it expires (nothing can revoke it), but what it writes now is never
+    # read, and is removed when the client completes again.
+    put = http.put(upload["upload_url"], content=_jpeg(37), headers={"Content-Type": "image/jpeg"})
+    assert put.status_code == 200
+    again = http.post(upload["complete_url"], headers=gail)
+    assert again.status_code == 202 and again.json() == done
+    source = Catalog(on_s3.settings.catalog_url).assets([done["id"]])[done["id"]]["source_uri"]
+    buffer = on_s3.store("buffer")
+    assert buffer.fs.cat_file(source) == photo
+    assert not buffer.fs.exists(buffer.key_at(f"uploads/{upload['id']}"))
+    resent = http.post(f"{on_s3.url}/v1/assets", headers=gail, json={"source_uri": source})
+    assert resent.status_code == 202 and resent.json()["id"] == done["id"]  # hers to name

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from catalog import upgrade
 from cluster.samples import scene
+from cluster.uploads import owner_area
 from tests.conftest import make_settings
 from tests.services.api_server import Deployment, settings_env, start_api_server, wait_terminal
 from tests.services.postgres import scratch_database
@@ -38,9 +40,23 @@ def api(tmp_path_factory, clamd, dask_client, pg_server) -> Deployment:
         server = start_api_server(settings, root, scheduler=dask_client.scheduler.address,
                                   extra_env={"MEDIAFARM_API_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
                                              "MEDIAFARM_API_RATE_LIMIT": "2",
-                                             "MEDIAFARM_API_RATE_BURST": "10"})
+                                             "MEDIAFARM_API_RATE_BURST": "10",
+                                             "MEDIAFARM_API_INGEST_PREFIX": _ingest_url(root)
+                                             + "/{owner}/"})
         yield Deployment(server, settings)
         server.stop()
+
+
+def _ingest_url(root: Path) -> str:
+    return (root / "ingest").as_uri()
+
+
+def _ingest(api: Deployment, owner: str, name: str, data: bytes) -> str:
+    """Drop a file into ``owner``'s ingest folder (as their own tooling would); its URL."""
+    folder = Path(api.settings.data_dir).parent / "ingest" / owner
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return f"{_ingest_url(Path(api.settings.data_dir).parent)}/{owner}/{name}"
 
 
 @pytest.fixture(scope="module")
@@ -262,35 +278,35 @@ def test_malformed_bodies_are_4xx_never_5xx(http, api):
 # -- SSRF: sources must lie inside a configured store -----------------------------------------
 
 
-def test_urls_outside_the_stores_are_422(http, api, tmp_path):
+def test_urls_outside_the_callers_own_places_are_422(http, api):
     headers = api.token("trent")
-    buffer = api.store("buffer")
-    root = Path(buffer.root)
+    ingest = _ingest_url(Path(api.settings.data_dir).parent)
+    mine = Path(api.settings.data_dir).parent / "ingest" / "trent"
     # Real files behind each trick, so a refusal is never just "not found".
-    (root / "incoming").mkdir(parents=True, exist_ok=True)
-    (root / "incoming" / "ok.jpg").write_bytes(_jpeg(3))
-    lookalike = Path(f"{root}-evil")
-    lookalike.mkdir(exist_ok=True)
-    (lookalike / "photo.jpg").write_bytes(_jpeg(4))
-    (root / "incoming" / "passwd.jpg").unlink(missing_ok=True)
-    (root / "incoming" / "passwd.jpg").symlink_to("/etc/passwd")
+    _ingest(api, "trent", "ok.jpg", _jpeg(3))
+    _ingest(api, "trent-evil", "photo.jpg", _jpeg(4))          # an owner-prefix lookalike
+    (mine / "passwd.jpg").unlink(missing_ok=True)
+    (mine / "passwd.jpg").symlink_to("/etc/passwd")
+    buffer = api.store("buffer")
+    buffer.put_at("incoming/ok.jpg", _jpeg(3))
     quarantine = api.store("quarantine")
     quarantine.put_at("held.jpg", _jpeg(5))
     attempts = [
         "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
         "https://example.com/photo.jpg",
         "file:///etc/passwd",
-        f"{buffer.url}-evil/photo.jpg",                      # a store-prefix lookalike
-        f"{buffer.url}/../{root.name}-evil/photo.jpg",
-        f"{buffer.url}/%2e%2e/{root.name}-evil/photo.jpg",
-        f"{buffer.url}/incoming/passwd.jpg",                 # a symlink leading out
-        f"{buffer.url}/incoming/*.jpg",
-        f"{buffer.url}/incoming/ok.jpg?x=1",
-        f"simplecache::{buffer.url}/incoming/ok.jpg",
+        f"{ingest}/trent-evil/photo.jpg",
+        f"{ingest}/trent/../trent-evil/photo.jpg",
+        f"{ingest}/trent/%2e%2e/trent-evil/photo.jpg",
+        f"{ingest}/trent/passwd.jpg",                         # a symlink leading out
+        f"{ingest}/trent/*.jpg",
+        f"{ingest}/trent/ok.jpg?x=1",
+        f"simplecache::{ingest}/trent/ok.jpg",
+        f"{buffer.url}/incoming/ok.jpg",                      # in a store, but nobody's upload
         f"{quarantine.url}/held.jpg",                         # a store, but not one to read from
         "s3://bucket/incoming/ok.jpg",
         "memory://incoming/ok.jpg",
-        str(root / "incoming" / "ok.jpg"),                   # a bare path
+        str(mine / "ok.jpg"),                                 # a bare path
         "",
     ]
     for uri in attempts:
@@ -303,9 +319,119 @@ def test_urls_outside_the_stores_are_422(http, api, tmp_path):
                              json={"kind": "backfill", "manifest": manifest})
         _error(response, 422, "source_not_allowed")
     accepted = http.post(f"{api.url}/v1/assets", headers=headers,
-                         json={"source_uri": f"{buffer.url}/incoming/ok.jpg"})
+                         json={"source_uri": f"{ingest}/trent/ok.jpg"})
     assert accepted.status_code == 202, accepted.text
     assert wait_terminal(http, accepted.json()["status_url"], headers)["status"] == "ready"
+
+
+def _buffer_objects(api: Deployment) -> set[str]:
+    buffer = api.store("buffer")
+    return {buffer.fs.unstrip_protocol(p) for p in buffer.fs.find(buffer.root)
+            if ".partial-" not in p}
+
+
+def test_source_uri_names_only_the_callers_own_objects(http, api):
+    """Stores are shared and content-addressed: naming another owner's bytes must not work,
+    nor tell whether they exist (the answer is the one for an object that never was)."""
+    alice = api.token("alice-src")
+    photo = _jpeg(6)
+    answer = http.post(f"{api.url}/v1/assets", headers=alice,
+                       files={"file": ("a.jpg", photo, "image/jpeg")})
+    assert answer.status_code == 202, answer.text
+    asset = wait_terminal(http, answer.json()["status_url"], alice)
+    assert asset["status"] == "ready"
+    buffer, originals = api.store("buffer"), api.store("originals")
+    never = "0" * 64
+    theirs = [originals.url_for(asset["sha256"]), originals.url_for(never),
+              buffer.url_for(asset["sha256"]), buffer.url_for(never),
+              api.store("renditions").url_for(asset["renditions"][0]["sha256"]),
+              f"{buffer.url}/uploads/{uuid.uuid4()}",
+              _ingest(api, "alice-src", "a.jpg", photo),
+              *sorted(_buffer_objects(api))]                 # alice's upload, whatever its name
+    answers = [http.post(f"{api.url}/v1/assets", headers=api.token("bob-src"),
+                         json={"source_uri": uri}) for uri in theirs]
+    assert {(a.status_code, a.text) for a in answers} == {(answers[1].status_code, answers[1].text)}
+    _error(answers[1], 422, "source_not_allowed")
+    assert api.asset_count("bob-src") == 0
+    # Bob's own: his ingest folder, and what he uploaded himself.
+    bob = api.token("bob-src")
+    own = http.post(f"{api.url}/v1/assets", headers=bob,
+                    json={"source_uri": _ingest(api, "bob-src", "b.jpg", photo)})
+    assert own.status_code == 202, own.text
+    assert wait_terminal(http, own.json()["status_url"], bob)["status"] == "ready"
+    missing = http.post(f"{api.url}/v1/assets", headers=bob, json={
+        "source_uri": f"{_ingest_url(Path(api.settings.data_dir).parent)}/bob-src/absent.jpg"})
+    _error(missing, 422, "source_missing")                  # his to ask about
+    before = _buffer_objects(api)
+    uploaded = http.post(f"{api.url}/v1/assets", headers=bob,
+                         files={"file": ("b.jpg", _jpeg(16), "image/jpeg")})
+    assert uploaded.status_code == 202, uploaded.text
+    [buffered] = _buffer_objects(api) - before
+    again = http.post(f"{api.url}/v1/assets", headers=bob, json={"source_uri": buffered})
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == uploaded.json()["id"]      # the same source, the same asset
+    refused = http.post(f"{api.url}/v1/assets", headers=api.token("alice-src"),
+                        json={"source_uri": buffered})
+    assert (refused.status_code, refused.text) == (answers[1].status_code, answers[1].text)
+
+
+# -- idempotency under concurrency ------------------------------------------------------------
+
+
+def _together(api: Deployment, owner: str, key: str, bodies: list[dict]) -> list[httpx.Response]:
+    """POST /v1/assets once per body, all at once from as many threads (a token each)."""
+    barrier = threading.Barrier(len(bodies))
+    answers: list[httpx.Response | None] = [None] * len(bodies)
+
+    def send(i: int, headers: dict, body: dict) -> None:
+        with httpx.Client(timeout=120, trust_env=False) as client:
+            barrier.wait(timeout=60)
+            answers[i] = client.post(f"{api.url}/v1/assets",
+                                     headers={**headers, "Idempotency-Key": key}, **body)
+
+    threads = [threading.Thread(target=send, args=(i, api.token(owner), body))
+               for i, body in enumerate(bodies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert all(answers), "a request never came back"
+    return answers
+
+
+def test_one_key_raced_by_ten_different_uploads_makes_one_asset(api):
+    files = [{"files": {"file": ("r.jpg", _jpeg(100 + i), "image/jpeg")}} for i in range(10)]
+    answers = _together(api, "racer", "race-1", files)
+    assert sorted(a.status_code for a in answers) == [202] + [409] * 9, [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 409:
+            _error(answer, 409, "idempotency_key_reused")
+    assert api.asset_count("racer") == 1                    # a 409 submitted nothing
+
+
+def test_the_same_upload_sent_ten_times_at_once_is_one_asset(http, api):
+    photo = {"files": {"file": ("t.jpg", _jpeg(120), "image/jpeg")}}
+    answers = _together(api, "twin", "twin-1", [photo] * 10)
+    accepted = [a for a in answers if a.status_code == 202]
+    assert accepted and len({a.text for a in accepted}) == 1
+    for answer in answers:
+        if answer.status_code != 202:
+            _error(answer, 409, "idempotency_key_in_progress")
+            assert int(answer.headers["retry-after"]) >= 1
+    assert api.asset_count("twin") == 1
+    retry = http.post(f"{api.url}/v1/assets", headers={**api.token("twin"),
+                                                       "Idempotency-Key": "twin-1"}, **photo)
+    assert retry.status_code == 202 and retry.json() == accepted[0].json()
+
+
+def test_a_failed_request_frees_its_idempotency_key(http, api):
+    headers = {**api.token("phil"), "Idempotency-Key": "phil-1"}
+    ingest = _ingest_url(Path(api.settings.data_dir).parent)
+    _error(http.post(f"{api.url}/v1/assets", headers=headers,
+                     json={"source_uri": f"{ingest}/phil/absent.jpg"}), 422, "source_missing")
+    other = http.post(f"{api.url}/v1/assets", headers=headers,
+                      json={"source_uri": _ingest(api, "phil", "p.jpg", _jpeg(9))})
+    assert other.status_code == 202, other.text
 
 
 def test_a_body_just_under_the_limit_streams_through_intact(http, api):
@@ -315,7 +441,7 @@ def test_a_body_just_under_the_limit_streams_through_intact(http, api):
                        files={"file": ("noise.jpg", data, "image/jpeg")})
     assert answer.status_code == 202, answer.text
     digest = hashlib.sha256(data).hexdigest()
-    assert api.store("buffer").get(digest) == data
+    assert owner_area(api.store("buffer"), "uma").get(digest) == data
     asset = wait_terminal(http, answer.json()["status_url"], headers)
     assert (asset["status"], asset["reason"]) == ("rejected", "unsupported_type")  # bytes decide
 

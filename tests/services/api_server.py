@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 
 from catalog import connect
+from catalog.models import Asset
 from cluster.auth import create_token
 from cluster.config import Settings
 from cluster.stores import Store
@@ -59,6 +61,12 @@ class Deployment:
 
     def store(self, name: str) -> Store:
         return Store(name, self.settings.stores[name])
+
+    def asset_count(self, owner: str) -> int:
+        """How many assets the catalog holds for ``owner`` (whatever their status)."""
+        with connect(self.settings.catalog_url).connect() as conn:
+            return conn.execute(select(func.count()).select_from(Asset)
+                                .where(Asset.owner == owner)).scalar_one()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cluster.config import STORE_NAMES, StoreConfig, load_settings
+from cluster.service import load_api_config
 
 
 def test_defaults_live_under_mediafarm_data(tmp_path, monkeypatch):
@@ -88,3 +89,32 @@ def test_dashboard_listens_on_loopback_unless_configured(tmp_path):
     assert load_settings(environ={}).dashboard_address == "127.0.0.1:0"
     exposed = load_settings(environ={"MEDIAFARM_DASHBOARD_ADDRESS": "0.0.0.0:8787"})
     assert exposed.dashboard_address == "0.0.0.0:8787"
+
+
+def _ingest_settings(tmp_path):
+    return load_settings(environ={"MEDIAFARM_DATA_DIR": str(tmp_path),
+                                  "MEDIAFARM_STORE_BUFFER_URL": "s3://media/buffer",
+                                  "MEDIAFARM_STORE_ORIGINALS_URL": "s3://media/originals"})
+
+
+@pytest.mark.parametrize("prefix", [
+    "s3://media/buffer/ingest/{owner}/", "s3://media/buffer/ingest/{owner}",
+    "s3://drop-bucket/{owner}/"])
+def test_an_ingest_prefix_in_a_folder_of_its_own_is_taken(tmp_path, prefix):
+    config = load_api_config(_ingest_settings(tmp_path), {"MEDIAFARM_API_INGEST_PREFIX": prefix})
+    assert config.ingest_prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", [
+    "s3://media/{owner}/",                      # the owner "originals" would get that store
+    "s3://media/originals/ingest/{owner}/",     # never inside the originals
+    "s3://media/buffer/{owner}/",               # owners named sha256, owners, uploads
+    "s3://media/buffer/owners/{owner}/",        # every owner's uploads
+    "s3://media/buffer/uploads/{owner}/",
+    "s3://media/buffer/ingest/{owner}/x/",      # the owner's folder must end the prefix
+    "s3://media/buffer/ingest-{owner}/",        # ...and be a whole path segment
+    "s3://media/buffer/ingest/",                # no placeholder
+])
+def test_an_ingest_prefix_that_would_open_shared_objects_is_refused(tmp_path, prefix):
+    with pytest.raises(ValueError, match="MEDIAFARM_API_INGEST_PREFIX"):
+        load_api_config(_ingest_settings(tmp_path), {"MEDIAFARM_API_INGEST_PREFIX": prefix})
