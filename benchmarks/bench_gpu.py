@@ -65,7 +65,8 @@ def intermediate_size(data: bytes) -> tuple[int, int, int, int]:
     from pipelines.recipe import DEFAULT_RECIPE
     from pipelines.transform.resize import _header, _scale
 
-    width, height, _ = _header(data)
+    header = _header(data)
+    width, height = header.width, header.height
     scale = min(1.0, max(_scale(p, width, height) for p in DEFAULT_RECIPE.presets))
     return width, height, math.ceil(width * scale), math.ceil(height * scale)
 

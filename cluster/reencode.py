@@ -77,7 +77,8 @@ def render_sample(sha256: str, validated: Validated, recipe: Recipe,
     started = time.perf_counter()
     data = runtime.stores(settings)["originals"].get(sha256)
     presets = recipe.presets
-    encoded = [compress(to_srgb(r), p) for r, p in zip(resize(data, presets), presets)]
+    rasters = resize(data, presets, limits=settings.limits)
+    encoded = [compress(to_srgb(r), p) for r, p in zip(rasters, presets)]
     return {"seconds": time.perf_counter() - started,
             "renditions": {e.preset: {"bytes": len(e.data), "quality": e.quality,
                                       "format": e.format, "metric": e.metric} for e in encoded}}

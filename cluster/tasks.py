@@ -147,7 +147,8 @@ def resize_task(job: Job, carry: Carry) -> Carry:
         todo = _todo(job, carry)
         if not todo:
             return replace(carry, data=None, details={"skipped": "every preset reused"})
-        rasters = tuple(resize(carry.data, todo, device=placement.image_device_here(job.settings.gpu)))
+        rasters = tuple(resize(carry.data, todo, device=placement.image_device_here(job.settings.gpu),
+                               limits=job.settings.limits))
         return replace(carry, data=None, rasters=rasters,
                        details={r.preset: [r.width, r.height] for r in rasters})
     return _run("resize", job, carry, body)

@@ -179,7 +179,7 @@ def poster(job, carry):
             source = _fetch_original(job, carry, Path(scratch))
             # Decoding strangers' video happens in a throwaway child, as in the upload probe.
             frame = poster_frame_isolated(str(source), carry.validated.media)
-    rasters = [to_srgb(r) for r in resize(frame, todo)]
+    rasters = [to_srgb(r) for r in resize(frame, todo, limits=job.settings.limits)]
     encoded = tuple(replace(compress(r, p), preset=f"poster-{p.name}")
                     for r, p in zip(rasters, todo))
     return replace(carry, encoded=carry.encoded + encoded, poster_frame=None,

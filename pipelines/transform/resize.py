@@ -6,25 +6,40 @@ decode), EXIF orientation applied; the intermediate is held in memory and each
 preset is resized from it, so the file is decoded once whatever the preset count.
 On a GPU worker a JPEG's intermediate can come from the GPU instead
 (``pipelines.transform.gpu``); the presets are cut from it the same way.
+
+Animations (GIF, WebP) are read once into a strip of shrunk frames and cut
+frame by frame, straight into the rasters' buffers. A few KB of GIF can describe
+gigabytes of frames, so what every frame would be kept at is counted from the
+header first, against ``Limits.max_decode_bytes``.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
 
 import pyvips
 
 from pipelines.outcome import Rejected
-from pipelines.raster import Raster
+from pipelines.raster import SAMPLE_BYTES, Raster, written
 from pipelines.recipe import Preset
 from pipelines.transform import gpu
+from pipelines.transform.convert import needs_conversion
+from pipelines.upload.validate import Limits, check_decode_bytes
 from pipelines.vips import first_line
 
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 DEVICES = ("cpu", "gpu")
+# Working memory, in frames of the largest rendition, held once whatever the frame count:
+# libwebp's animation encoder (its canvases and candidate frames), libvips' thread buffers
+# and the allocator's slack: 100 frames of 1000x1000 measured up to about 13
+# (tests/unit/test_image_bombs.py).
+_WORKING_FRAMES = 32
 
 
-def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu") -> list[Raster]:
+def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu",
+           limits: Limits = Limits()) -> list[Raster]:
     """One raster per preset, upright, never upscaled.
 
     ``contain`` fits inside the preset's box; ``cover`` fills the box exactly,
@@ -32,20 +47,39 @@ def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu") -> lis
     the box exactly. ``device="gpu"`` makes the intermediate of a single-frame
     JPEG on the GPU when this process can (``pipelines.transform.gpu``); every
     other image, and any the GPU refuses, takes the CPU path. Each raster's
-    ``path`` says which one made it.
+    ``path`` says which one made it. What the decode would hold is counted from
+    the header first: past ``limits.max_decode_bytes`` it is Rejected ``over_limit``.
     """
     if device not in DEVICES:
         raise ValueError(f"device {device!r} is not one of {DEVICES}")
     try:
-        width, height, frames = _header(data)
-        if frames > 1:
-            return [Raster.from_image(p.name, _animated(data, p, width, height)) for p in presets]
-        scale = min(1.0, max(_scale(p, width, height) for p in presets))
+        header = _header(data)
+        width, height = header.width, header.height
+        scale, size, outputs = _plan(header, presets)
+        _check_budget(header, size, outputs, limits)
+        if header.frames > 1:
+            return _animated(data, presets, width, height, size)
         intermediate, path = _intermediate(data, width, height, scale, device)
         return [Raster.from_image(p.name, _fit(intermediate, p, width, height), path=path)
                 for p in presets]
     except pyvips.Error as exc:
         raise Rejected("corrupt", f"the image cannot be decoded: {first_line(exc)}") from exc
+
+
+def decode_bytes(data: bytes, presets: tuple[Preset, ...]) -> int:
+    """What ``resize`` counts against the budget for these bytes and presets (header only)."""
+    header = _header(data)
+    _, size, outputs = _plan(header, presets)
+    return _check_budget(header, size, outputs, Limits(max_decode_bytes=sys.maxsize))
+
+
+def _plan(header: _Header,
+          presets: tuple[Preset, ...]) -> tuple[float, tuple[int, int], list[tuple[int, int]]]:
+    """The intermediate's scale and size, and each preset's raster size, per frame."""
+    width, height = header.width, header.height
+    scale = min(1.0, max(_scale(p, width, height) for p in presets))
+    size = math.ceil(width * scale), math.ceil(height * scale)
+    return scale, size, [output_size(p, width, height) for p in presets]
 
 
 def _intermediate(data: bytes, width: int, height: int, scale: float,
@@ -62,42 +96,122 @@ def _intermediate(data: bytes, width: int, height: int, scale: float,
         option_string="fail_on=truncated").copy_memory(), "cpu"
 
 
-def _header(data: bytes) -> tuple[int, int, int]:
-    """Upright width and height, and the frame count."""
+@dataclass(frozen=True)
+class _Header:
+    width: int    # upright
+    height: int
+    frames: int
+    bands: int
+    format: str
+    converts: bool           # to_srgb will make new pixels: the rasters are held twice
+    holds_every_frame: bool  # the loader keeps the whole animation while it is read
+
+
+def _header(data: bytes) -> _Header:
+    """What the file says it is, without decoding pixels."""
     header = pyvips.Image.new_from_buffer(data, "", access="sequential")
-    orientation = header.get("orientation") if header.get_typeof("orientation") else 1
-    frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
-    if orientation in _ROTATED:
-        return header.height, header.width, frames
-    return header.width, header.height, frames
+
+    def field(name: str, default):
+        return header.get(name) if header.get_typeof(name) else default
+
+    width, height = header.width, header.height
+    if field("orientation", 1) in _ROTATED:
+        width, height = height, width
+    converts = needs_conversion(bool(header.get_typeof("icc-profile-data")),
+                                header.interpretation, header.format)
+    # Measured with libvips 8.18: gifload keeps one frame; webpload keeps every frame
+    # at full size until the strip is read. Loaders not measured are counted as webpload.
+    frames = field("n-pages", 1)
+    holds = frames > 1 and not field("vips-loader", "").startswith("gifload")
+    return _Header(width, height, frames, header.bands, header.format, converts, holds)
 
 
-def _animated(data: bytes, preset: Preset, width: int, height: int) -> pyvips.Image:
-    """Every frame resized alike; validate has bounded frames x pixels already.
+def _check_budget(header: _Header, size: tuple[int, int], outputs: list[tuple[int, int]],
+                  limits: Limits) -> int:
+    """Count what every frame is kept at, at the worse of reading and cutting, before decoding.
 
-    ``thumbnail`` keeps page-height and delays for contain and fill, but its crop
-    keeps only the first frame, so cover resizes the strip and crops each frame.
+    Reading holds the shrunk intermediate (and, for some loaders, every frame at
+    full size); cutting holds the intermediate and each preset's raster, twice
+    when ``to_srgb`` must convert. An animation's preset the size of its
+    intermediate shares it. Held once: the source frame being decoded (and the
+    previous one, which an animation's next frame is drawn over), and working
+    memory in frames of the largest rendition.
     """
+    reading = [size] + ([(header.width, header.height)] if header.holds_every_frame else [])
+    cutting = list(outputs) * (2 if header.converts else 1)
+    if header.frames == 1 or size not in outputs:
+        cutting.append(size)
+    kept = max(reading, cutting, key=lambda sizes: sum(w * h for w, h in sizes))
+    largest = max(outputs, key=lambda sizes: sizes[0] * sizes[1])
+    once = [(header.width, header.height)] * min(header.frames, 2) + [largest] * _WORKING_FRAMES
+    return check_decode_bytes(header.frames, header.width, header.height,
+                              header.bands * SAMPLE_BYTES[header.format], kept, once, limits)
+
+
+def output_size(preset: Preset, width: int, height: int) -> tuple[int, int]:
+    """A preset's raster size for an upright ``width`` x ``height`` source (per frame)."""
     box_width, box_height = preset.box()
     scale = min(1.0, _scale(preset, width, height))
-    load = "n=-1,fail_on=truncated"
+    if preset.fit == "contain":
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    if preset.fit == "cover":
+        return (min(box_width, math.ceil(width * scale)),
+                min(box_height, math.ceil(height * scale)))
+    return box_width, box_height
+
+
+def _animated(data: bytes, presets: tuple[Preset, ...], width: int, height: int,
+              size: tuple[int, int]) -> list[Raster]:
+    """Read every frame once, shrunk as it streams, then cut each preset from that strip.
+
+    The strip and each preset are written frame by frame straight into Python
+    buffers, so what is held is what ``_check_budget`` counted, never a full-size
+    decode per preset. The preset the strip already matches shares it.
+    """
+    strip = pyvips.Image.thumbnail_buffer(data, size[0], height=size[1], size="force",
+                                          option_string="n=-1,fail_on=truncated")
+    page = strip.get("page-height") if strip.get_typeof("page-height") else strip.height
+    frame_width, count = strip.width, strip.height // page
+    like = {"bands": strip.bands, "format": strip.format, "interpretation": strip.interpretation,
+            "fields": {name: (strip.get_typeof(name), strip.get(name))
+                       for name in ("delay", "loop", "icc-profile-data") if strip.get_typeof(name)}}
+    pixels = written(strip)
+    del strip  # the loader's own frames go with it, before the presets are cut
+    whole = _wrap(pixels, frame_width, page, count, like)
+    frames = [whole.crop(0, index * page, frame_width, page) for index in range(count)]
+    rasters = []
+    for preset in presets:
+        cut_width, cut_height = output_size(preset, width, height)
+        if (cut_width, cut_height) != (frame_width, page):
+            cut = written(*(_fit_frame(f, preset, width, height) for f in frames))
+        else:
+            cut = pixels
+        rendition = _wrap(cut, cut_width, cut_height, count, like)
+        rasters.append(Raster.from_image(preset.name, rendition, pixels=cut))
+    return rasters
+
+
+def _fit_frame(frame: pyvips.Image, preset: Preset, width: int, height: int) -> pyvips.Image:
+    """One frame of one preset; cover crops the centre, so the frames stay aligned."""
     if preset.fit != "cover":
-        return pyvips.Image.thumbnail_buffer(
-            data, box_width, height=box_height, option_string=load,
-            size="force" if preset.fit == "fill" else "down").copy_memory()
-    strip = pyvips.Image.thumbnail_buffer(data, math.ceil(width * scale),
-                                          height=math.ceil(height * scale), option_string=load)
-    page = strip.get("page-height")
-    crop_width, crop_height = min(box_width, strip.width), min(box_height, page)
-    left, top = (strip.width - crop_width) // 2, (page - crop_height) // 2
-    frames = [strip.crop(left, index * page + top, crop_width, crop_height)
-              for index in range(strip.height // page)]
-    cropped = pyvips.Image.arrayjoin(frames, across=1).copy_memory()
-    cropped.set_type(pyvips.GValue.gint_type, "page-height", crop_height)
-    for name in ("delay", "loop"):
-        if strip.get_typeof(name):
-            cropped.set_type(strip.get_typeof(name), name, strip.get(name))
-    return cropped
+        return _fit(frame, preset, width, height)
+    scale = min(1.0, _scale(preset, width, height))
+    scaled = frame.thumbnail_image(math.ceil(width * scale), height=math.ceil(height * scale),
+                                   size="force")
+    crop_width, crop_height = output_size(preset, width, height)
+    return scaled.crop((scaled.width - crop_width) // 2, (scaled.height - crop_height) // 2,
+                       crop_width, crop_height)
+
+
+def _wrap(pixels: bytearray, width: int, page: int, count: int, like: dict) -> pyvips.Image:
+    """An animation strip over pixels already in memory, with the source's frame metadata."""
+    image = pyvips.Image.new_from_memory(pixels, width, page * count, like["bands"],
+                                         like["format"])
+    image = image.copy(interpretation=like["interpretation"])
+    image.set_type(pyvips.GValue.gint_type, "page-height", page)
+    for name, (gtype, value) in like["fields"].items():
+        image.set_type(gtype, name, value)
+    return image
 
 
 def _scale(preset: Preset, width: int, height: int) -> float:

@@ -34,6 +34,9 @@ class Limits:
     max_pixels: int = 100_000_000          # one frame
     max_frames: int = 1_000                # animated GIF/WebP, HEIF sequences
     max_total_pixels: int = 1_000_000_000  # frames x pixels: what decoding would cost
+    # What decoding one asset may hold (every frame at every size resize keeps), well
+    # under a worker's memory: a few KB of GIF can describe gigabytes of frames.
+    max_decode_bytes: int = 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,25 @@ def _validate_image(data: bytes, kind: str, limits: Limits) -> Validated:
                        f"limits ({limits.max_frames} frames, {limits.max_total_pixels} pixels)")
     return Validated(kind, IMAGE_FORMATS[kind], "image", width, height, frames,
                      image_metadata(header))
+
+
+def check_decode_bytes(frames: int, width: int, height: int, pixel_bytes: int,
+                       kept: list[tuple[int, int]], once: list[tuple[int, int]],
+                       limits: Limits) -> int:
+    """The bytes decoding will hold, from header figures; Rejected past the budget.
+
+    Every frame is kept at each size in ``kept`` (a shrunk intermediate, each
+    preset's raster); each size in ``once`` is held a single time (the frame
+    being decoded, an encoder's state). Returns the figure.
+    """
+    area = frames * sum(w * h for w, h in kept) + sum(w * h for w, h in once)
+    need = pixel_bytes * area
+    if need > limits.max_decode_bytes:
+        raise Rejected("over_limit", f"{frames} frames of {width}x{height} would hold {need} "
+                       f"bytes decoded ({pixel_bytes} bytes a pixel, every frame kept at "
+                       f"{', '.join(f'{w}x{h}' for w, h in kept)}); the budget is "
+                       f"{limits.max_decode_bytes}")
+    return need
 
 
 _LOADER_PREFIX = {"jpeg": "jpegload", "png": "pngload", "webp": "webpload", "gif": "gifload",
