@@ -1,9 +1,10 @@
-"""The Dask dashboard of a farm's own cluster shows call stacks and logs without a login:
-it listens on loopback unless a deployment says otherwise."""
+"""The Dask dashboard of a farm's own cluster: its link works, and since it shows call stacks
+and logs without a login, it listens on loopback unless a deployment says otherwise."""
 
 from __future__ import annotations
 
 import dataclasses
+import urllib.request
 from urllib.parse import urlsplit
 
 import psutil
@@ -24,7 +25,11 @@ def test_own_cluster_dashboard_listens_on_loopback_only(tmp_path, sqlite_url):
     with Farm(settings, n_workers=1) as farm:
         port = urlsplit(farm.dashboard_link).port
         hosts = _listening_hosts(port)
+        # The link every command prints opens the dashboard, not "Dask needs bokeh".
+        with urllib.request.urlopen(farm.dashboard_link, timeout=60) as answer:
+            page = answer.read().decode()
     assert hosts == {"127.0.0.1"}, f"the dashboard listens on {hosts}"
+    assert "Dask Diagnostic UI" in page and "needs bokeh" not in page, page[:500]
 
 
 @pytest.mark.slow
