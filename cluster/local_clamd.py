@@ -6,8 +6,11 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines.upload.validate import Limits
 
 INSTALL_HINT = "install Debian's clamav-daemon (`apt-get install clamav-daemon`) or conda-forge's clamav"
 
@@ -15,6 +18,8 @@ INSTALL_HINT = "install Debian's clamav-daemon (`apt-get install clamav-daemon`)
 _FALLBACK_CLAMD = Path("/usr/sbin/clamd")
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+# clamd must take a whole upload of the farm's default MEDIAFARM_MAX_BYTES in one stream.
+DEFAULT_STREAM_MAX_LENGTH = f"{Limits().max_bytes // _SIZE_UNITS['M']}M"
 
 
 @dataclass
@@ -70,11 +75,16 @@ def start_clamd(
     database_dir: Path,
     workdir: Path,
     port: int | None = None,
-    stream_max_length: str = "100M",
+    stream_max_length: str = DEFAULT_STREAM_MAX_LENGTH,
     timeout: float = 60,
     max_file_size: str | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> LocalClamd:
-    """Write a clamd.conf in ``workdir``, start clamd and wait until it answers PING."""
+    """Write a clamd.conf in ``workdir``, start clamd and wait until it answers PING.
+
+    ``overrides`` replaces or adds clamd.conf settings, e.g. to start a clamd set up
+    like a distribution's packaged one.
+    """
     if find_clamd() is None:
         raise RuntimeError(INSTALL_HINT)
     workdir = Path(workdir).resolve()
@@ -82,38 +92,42 @@ def start_clamd(
     port = port or _free_port()
     conf = workdir / "clamd.conf"
     conf.write_text(_config_text(Path(database_dir).resolve(), workdir, port, stream_max_length,
-                                 max_file_size))
+                                 max_file_size, overrides))
     process = _launch(conf, workdir)
     _wait_until_ready(process, port, workdir, timeout)
     return LocalClamd(url=f"tcp://127.0.0.1:{port}", process=process, workdir=workdir, timeout=timeout)
 
 
 def _config_text(database_dir: Path, workdir: Path, port: int, stream_max_length: str,
-                 max_file_size: str | None = None) -> str:
+                 max_file_size: str | None = None,
+                 overrides: Mapping[str, str] | None = None) -> str:
     """Render a minimal clamd.conf; no User line so clamd keeps the caller's uid."""
-    # Past MaxFileSize/MaxScanSize clamd stops scanning; by default they cover a full stream,
-    # and a smaller max_file_size exercises the AlertExceedsMax heuristic.
-    limit = max_file_size or max(_parse_size(stream_max_length), _parse_size("100M"))
-    lines = [
-        f"DatabaseDirectory {database_dir}",
-        f"TCPSocket {port}",
-        "TCPAddr 127.0.0.1",
-        "Foreground yes",
-        f"LogFile {workdir / 'clamd.log'}",
-        "LogTime yes",
-        f"PidFile {workdir / 'clamd.pid'}",
-        f"TemporaryDirectory {workdir}",
-        f"StreamMaxLength {stream_max_length}",
-        f"MaxFileSize {limit}",
-        f"MaxScanSize {limit}",
+    # Past MaxFileSize/MaxScanSize clamd stops scanning; by default they cover a full stream
+    # twice over (what clamd unpacks from a file counts too), and a smaller max_file_size
+    # exercises the AlertExceedsMax heuristic. MaxFileSize must be at least MaxScanSize, or
+    # an archive member past MaxFileSize is cut short without an alert (scanner_check).
+    limit = max_file_size or max(2 * _parse_size(stream_max_length), _parse_size("100M"))
+    settings = {
+        "DatabaseDirectory": str(database_dir),
+        "TCPSocket": str(port),
+        "TCPAddr": "127.0.0.1",
+        "Foreground": "yes",
+        "LogFile": str(workdir / "clamd.log"),
+        "LogTime": "yes",
+        "PidFile": str(workdir / "clamd.pid"),
+        "TemporaryDirectory": str(workdir),
+        "StreamMaxLength": stream_max_length,
+        "MaxFileSize": str(limit),
+        "MaxScanSize": str(limit),
         # Report files over the limits instead of calling them clean.
-        "AlertExceedsMax yes",
+        "AlertExceedsMax": "yes",
         # ClamAV decodes every image to match image fuzzy-hash signatures (90-460 ms a
         # photograph); the project's database has none, so the work would be wasted.
         # A production clamd with such signatures keeps its own setting.
-        "ScanImageFuzzyHash no",
-    ]
-    return "\n".join(lines) + "\n"
+        "ScanImageFuzzyHash": "no",
+        **(overrides or {}),
+    }
+    return "".join(f"{name} {value}\n" for name, value in settings.items())
 
 
 def _parse_size(text: str) -> int:

@@ -16,9 +16,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
-import clamd
 from distributed import Future
 from sqlalchemy import text
 
@@ -31,6 +29,8 @@ from cluster.quarantine import record_lost, worker_deaths
 from cluster.tasks import Job
 from cluster.uploads import check_ingest_prefix
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
+from pipelines.upload import scanner_check
+from pipelines.upload.scan import ClamdScanner
 from pipelines.vips import tool_versions
 
 log = logging.getLogger(__name__)
@@ -272,8 +272,9 @@ class FarmService:
         except Exception as exc:  # noqa: BLE001
             checks["scheduler"] = _describe(exc)
         try:
-            answer = _clamd(self.settings.clamd_url).ping()
-            checks["clamd"] = "ok" if answer == "PONG" else f"unexpected answer {answer!r}"
+            # Answering is not enough: a clamd that passes what it skipped must not take uploads.
+            scanner = ClamdScanner(self.settings.clamd_url, timeout=15)
+            checks["clamd"] = scanner_check.problem(scanner) or "ok"
         except Exception as exc:  # noqa: BLE001
             checks["clamd"] = _describe(exc)
         return checks
@@ -283,13 +284,6 @@ class FarmService:
         self._submitter.join(timeout=30)
         self._closing = True
         self.farm.close()
-
-
-def _clamd(url: str) -> clamd.ClamdNetworkSocket | clamd.ClamdUnixSocket:
-    parsed = urlparse(url)
-    if parsed.scheme == "unix":
-        return clamd.ClamdUnixSocket(parsed.path, timeout=5)
-    return clamd.ClamdNetworkSocket(parsed.hostname or "127.0.0.1", parsed.port or 3310, timeout=5)
 
 
 def _describe(exc: BaseException) -> str:

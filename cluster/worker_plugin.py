@@ -3,7 +3,8 @@
 Registered by the Farm on its client, so it reaches every worker, including
 workers that join later or come back after ``Client.restart()``. It refuses a
 libvips too old to block untrusted loaders, sizes libvips' cache and threads
-for one task per thread, checks that clamd answers, and detects GPUs and the
+for one task per thread, checks that clamd answers and fails closed (its report
+names the clamd.conf settings to change otherwise), and detects GPUs and the
 hardware video engines FFmpeg can really open (data-centre cards have NVDEC
 but no NVENC: each is tried, never assumed).
 """
@@ -46,16 +47,20 @@ class MediafarmWorkerPlugin(WorkerPlugin):
 
 
 def clamd_status(url: str | None) -> str:
+    """``ok: ...`` once clamd answers and is shown to fail closed; else what is wrong."""
     if not url:
         return "not configured"
     from pipelines.outcome import Failed
+    from pipelines.upload import scanner_check
     from pipelines.upload.scan import ClamdScanner
 
     try:
         engine, signatures = ClamdScanner(url, timeout=5).version()
-        return f"ok: {engine}, signatures {signatures}"
     except Failed as exc:
         return f"unreachable: {exc.message}"
+    # The canaries take longer than a version; the verdict is kept for this process's scans.
+    problem = scanner_check.problem(ClamdScanner(url, timeout=30))
+    return problem or f"ok: {engine}, signatures {signatures}, fails closed"
 
 
 def detect_gpus() -> list[dict]:

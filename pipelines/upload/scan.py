@@ -2,7 +2,9 @@
 
 Anything other than a clean answer from a live scanner stops the asset: an
 infection or a scanner-side limit rejects it, an unreachable or slow scanner
-fails it as retryable. An unscanned byte never moves on.
+fails it as retryable, and so does a clamd whose clean answer cannot be trusted
+because it skips what is over its limits (``scanner_check``). An unscanned byte
+never moves on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import urlparse
 import clamd
 
 from pipelines.outcome import Failed, Rejected
+from pipelines.upload import scanner_check
 from pipelines.upload.hashing import iter_chunks
 
 # The clamd package sends 1 KiB chunks; 256 KiB chunks scan 1.1-1.25x faster over
@@ -114,9 +117,15 @@ def _unavailable(url: str, exc: Exception) -> Failed:
 
 def scan(data: bytes, scanner: ClamdScanner) -> ScanVerdict:
     """Scan ``data``; return the verdict if clean, raise Rejected/Failed otherwise."""
-    engine, signatures = scanner.version()
-    answer = scanner.instream(data)
-    if answer == "stream: OK":
+    try:
+        scanner_check.require_fails_closed(scanner)
+        engine, signatures = scanner.version()
+        answer = scanner.instream(data)
+    except Failed as exc:
+        if exc.reason == "scanner_unavailable":
+            scanner_check.forget(scanner.url)  # a restarted clamd may have another clamd.conf
+        raise
+    if answer == scanner_check.CLEAN:
         return ScanVerdict(True, None, engine, signatures)
     details = {"engine": engine, "signatures_version": signatures}
     if found := _FOUND.match(answer):
