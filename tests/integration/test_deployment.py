@@ -37,13 +37,21 @@ def test_jobqueue_config_makes_a_slurm_job_of_single_threaded_workers():
 
 
 def test_kubernetes_spec_runs_mediafarm_workers_against_its_scheduler_service():
-    spec = yaml.safe_load((DEPLOY / "kubernetes.yaml").read_text())
+    spec, clamd_config = yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text())
     assert (spec["apiVersion"], spec["kind"]) == ("kubernetes.dask.org/v1", "DaskCluster")
     name = spec["metadata"]["name"]
     [worker, clamd] = spec["spec"]["worker"]["spec"]["containers"]
     assert worker["args"][:3] == ["mediafarm", "worker", f"tcp://{name}-scheduler:8786"]
     assert {e["name"] for e in worker["env"]} >= {"MEDIAFARM_CATALOG_URL", "MEDIAFARM_CLAMD_URL"}
     assert clamd["ports"][0]["containerPort"] == 3310
+    # The sidecar's clamd.conf is one that passes the farm's fail-closed check.
+    [mount] = clamd["volumeMounts"]
+    [volume] = spec["spec"]["worker"]["spec"]["volumes"]
+    assert mount["mountPath"] == "/etc/clamav/clamd.conf" and volume["name"] == mount["name"]
+    assert clamd_config["metadata"]["name"] == volume["configMap"]["name"]
+    conf = dict(line.split(None, 1) for line in clamd_config["data"]["clamd.conf"].splitlines()
+                if line and not line.startswith("#"))
+    assert conf["AlertExceedsMax"] == "yes" and conf["MaxFileSize"] == conf["MaxScanSize"]
     ports = {p["name"] for p in spec["spec"]["scheduler"]["service"]["ports"]}
     assert ports == {"tcp-comm", "http-dashboard"}
 
