@@ -18,7 +18,7 @@ from pipelines.outcome import Rejected
 from pipelines.raster import Raster
 from pipelines.recipe import Preset
 from pipelines.transform import gpu
-from pipelines.vips import first_line
+from pipelines.vips import error_text
 
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 DEVICES = ("cpu", "gpu")
@@ -45,7 +45,7 @@ def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu") -> lis
         return [Raster.from_image(p.name, _fit(intermediate, p, width, height), path=path)
                 for p in presets]
     except pyvips.Error as exc:
-        raise Rejected("corrupt", f"the image cannot be decoded: {first_line(exc)}") from exc
+        raise Rejected("corrupt", f"the image cannot be decoded: {error_text(exc)}") from exc
 
 
 def _intermediate(data: bytes, width: int, height: int, scale: float,

@@ -15,7 +15,7 @@ import pyvips
 from pipelines.outcome import Rejected
 from pipelines.upload.isobmff import MAX_FTYP_BYTES, read_ftyp
 from pipelines.upload.metadata import image_metadata
-from pipelines.vips import first_line
+from pipelines.vips import error_text
 
 if TYPE_CHECKING:
     from pipelines.upload.media_probe import MediaInfo
@@ -117,7 +117,7 @@ def _validate_image(data: bytes, kind: str, limits: Limits) -> Validated:
         frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
         loader = header.get("vips-loader") if header.get_typeof("vips-loader") else ""
     except pyvips.Error as exc:
-        raise Rejected("corrupt", f"the {kind} header cannot be read: {first_line(exc)}") from exc
+        raise Rejected("corrupt", f"the {kind} header cannot be read: {error_text(exc)}") from exc
     if not loader.startswith(_LOADER_PREFIX[kind]):
         # The magic number and libvips disagree: a polyglot. Trust neither.
         raise Rejected("unsupported_type", f"the file starts as {kind} but libvips reads it "
