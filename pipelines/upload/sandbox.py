@@ -35,7 +35,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, TypeVar
 
-from pipelines.outcome import Failed, Rejected, StageStop
+from pipelines.outcome import Failed, Rejected, StageStop, unexpected
 from pipelines.upload import forkserver
 
 T = TypeVar("T")
@@ -175,7 +175,8 @@ def _unpack(record):
     if kind == "memory":
         raise Rejected("decoder_out_of_memory", f"decoding needed more memory than allowed: {record[1]}")
     if kind == "error":
-        raise Failed("internal_error", record[1], retryable=True, details={"traceback": record[2]})
+        _, message, trace, retryable = record
+        raise Failed("internal_error", message, retryable=retryable, details={"traceback": trace})
     raise Failed("internal_error", f"the sandbox returned an unknown record {kind!r}")
 
 
@@ -276,14 +277,15 @@ def _child_main(limits: dict) -> None:
         record = ("stop", type(stop), stop.reason, stop.message, stop.retryable, stop.details)
     except MemoryError as exc:
         record = ("memory", str(exc) or "MemoryError")
-    except BaseException as exc:  # noqa: BLE001  (reported to the parent, which decides)
-        record = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=-8))
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent)
+        failed = unexpected(exc)  # retryable by its kind: the class does not cross over
+        record = ("error", failed.message, traceback.format_exc(limit=-8), failed.retryable)
     try:
         data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
         data = pickle.dumps(("memory", "MemoryError while returning the result"))
     except Exception as exc:  # noqa: BLE001  (an unpicklable return value is our bug)
-        data = pickle.dumps(("error", f"the result cannot be pickled: {exc}", ""))
+        data = pickle.dumps(("error", f"the result cannot be pickled: {exc}", "", False))
     out.write(data)
     out.flush()
     # Skip interpreter teardown: native libraries' destructors are one more place to crash.

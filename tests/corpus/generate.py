@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL.Image
+import PIL.PngImagePlugin
 import pyvips
 
 from cluster.samples import EICAR, scene
@@ -49,7 +51,7 @@ def _jpeg(width: int = 640, height: int = 480, seed: int = 1, **save) -> bytes:
     return scene(width, height, seed).jpegsave_buffer(Q=85, **save)
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
+def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
@@ -106,8 +108,8 @@ def _png_bomb() -> bytes:
     # 7.5 GB once decoded. The header-only probe must refuse it before any decode.
     header = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
     row = zlib.compress(b"\x00" + b"\x00" * 3 * 50000, 9)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", row)
-            + _png_chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", row)
+            + png_chunk(b"IEND", b""))
 
 
 @register
@@ -138,8 +140,8 @@ register(case("truncated.mp4", "rejected", "corrupt", "decoder_crashed")(
 register(case("jpeg-magic-then-garbage.jpg", "rejected", "corrupt")(
     lambda: b"\xff\xd8\xff\xe0" + random.Random(3).randbytes(4000)))
 register(case("png-without-pixels.png", "rejected", "corrupt")(
-    lambda: b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
-    + _png_chunk(b"IEND", b"")))
+    lambda: b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
+    + png_chunk(b"IEND", b"")))
 register(case("empty.jpg", "rejected", "empty")(lambda: b""))
 
 # --- wrong types, scripts and polyglots --------------------------------------------------------
@@ -184,6 +186,52 @@ register(case("animated.gif", "ready")(
     .gifsave_buffer(page_height=90)))
 register(case("photo.png", "ready")(lambda: scene(900, 600, 6).pngsave_buffer()))
 register(case("photo.webp", "ready")(lambda: scene(900, 600, 7).webpsave_buffer(Q=85)))
+
+
+# --- metadata in odd encodings: kept as what it says or dropped, never fatal ---------------------
+
+
+def png_with_text(*chunks: tuple[str, str | bytes]) -> bytes:
+    """PNG text chunks as Pillow writes them: tEXt keywords and values are Latin-1 by the spec."""
+    info = PIL.PngImagePlugin.PngInfo()
+    for key, value in chunks:
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 48), (200, 100, 50)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def png_with_latin1_text() -> bytes:
+    return png_with_text(("Beschreibung Größe", "Grüße aus Köln"), ("Comment", b"caf\xe9 \xff\xfe"))
+
+
+def jpeg_with_odd_exif() -> bytes:
+    exif = PIL.Image.Exif()
+    exif[0x010F] = b"Caf\xe9 Cameras"  # Make: Latin-1 bytes where EXIF says ASCII
+    exif[0x0110] = "Model 7"
+    exif[0x0132] = "2021:03:04 05:06:07"
+    ifd = exif.get_ifd(0x8769)
+    ifd[0x9003] = "2020:01:02 03:04:05"  # DateTimeOriginal
+    ifd[0x9286] = b"UNICODE\x00" + "Grüße".encode("utf-16-le")  # UserComment, UCS-2
+    ifd[0xA420] = b"\xff\xfe\x00id"  # ImageUniqueID: ASCII by the spec, binary here
+    ifd[0x927C] = bytes(range(256)) * 4  # MakerNote: a vendor's binary blob
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 48), (200, 100, 50)).save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def jpeg_with_xmp_not_utf8() -> bytes:
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description dc:title="Caf\xe9 \xff\xfe\xc3"/>'
+           b"</rdf:RDF></x:xmpmeta>")
+    segment = b"http://ns.adobe.com/xap/1.0/\x00" + xmp
+    jpeg = _jpeg(64, 48)
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+
+
+register(case("latin1-text.png", "ready")(png_with_latin1_text))
+register(case("odd-exif.jpg", "ready")(jpeg_with_odd_exif))
+register(case("xmp-not-utf8.jpg", "ready")(jpeg_with_xmp_not_utf8))
 
 
 def _jpeg_with_exif() -> bytes:

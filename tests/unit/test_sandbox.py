@@ -58,6 +58,14 @@ def boom() -> None:
     raise KeyError("no such thing")
 
 
+def undecodable() -> None:
+    b"Gr\xf6\xdfe".decode("utf-8")
+
+
+def io_error() -> None:
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
 def shout_and_return() -> str:
     print("stray output on stdout must not corrupt the result")
     os.write(1, b"nor must raw writes to fd 1\n")
@@ -158,11 +166,14 @@ def test_allocating_past_the_memory_limit_is_rejected():
     assert stop.reason in {"decoder_out_of_memory", "decoder_crashed"}
 
 
-def test_other_exceptions_are_retryable_internal_errors():
+@pytest.mark.parametrize(("func", "retryable"), [(boom, False), (undecodable, False), (io_error, True)])
+def test_other_exceptions_are_internal_errors_retryable_by_their_kind(func, retryable):
+    # The child ran a pure function on the same bytes: a ValueError or KeyError comes back the
+    # same on every try; an OS or connection error may not (pipelines.outcome.unexpected).
     with pytest.raises(Failed) as caught:
-        run_isolated(boom, **LIMITS)
-    assert caught.value.reason == "internal_error" and caught.value.retryable
-    assert "KeyError" in caught.value.message and "boom" in caught.value.details["traceback"]
+        run_isolated(func, **LIMITS)
+    assert (caught.value.reason, caught.value.retryable) == ("internal_error", retryable)
+    assert func.__name__ in caught.value.details["traceback"]
 
 
 def test_stray_stdout_does_not_corrupt_the_result():
