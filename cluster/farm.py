@@ -14,7 +14,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 from catalog import Catalog
 from catalog.repository import AssetRequest
-from cluster import reencode, sources
+from cluster import reencode, script_workers, sources
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, run_partition
 from cluster.graph import plan_asset, resubmit, submit_plan
@@ -60,6 +60,7 @@ class Farm:
         elif address:
             self.client, self._owns_client = Client(address), True
         else:
+            script_workers.install()  # a script without a __main__ guard must not hang
             # libvips threads would fight the one-process-per-core layout; keep each worker at one.
             self._cluster = LocalCluster(
                 n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
