@@ -117,26 +117,25 @@ async def _authorize(request: Request, scope: str) -> Principal:
 
     Failed authentications are budgeted per client address, and the budget is checked before
     any catalog work, so guessing tokens costs the server no queries once it is spent. Only
-    failures count (a taken unit is given back otherwise): many honest clients behind one
-    address are limited by their own tokens' buckets, not by each other.
+    failures are taken from it: many honest clients behind one address are limited by their
+    own tokens' buckets, not by each other (nor by their own concurrency).
     """
     service = _service(request)
     address = request.client.host if request.client else ""
-    wait = service.client_limiter.take(address)
+    wait = service.client_limiter.wait(address)
     if wait:
         raise ApiError(429, "rate_limited", "too many failed authentications from this address; "
                        f"retry in {wait} s", {"Retry-After": str(wait)})
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        service.client_limiter.refund(address)  # nothing presented, nothing guessed
+    if scheme.lower() != "bearer" or not token:  # nothing presented, nothing guessed
         raise ApiError(401, "unauthorized", "send a token: Authorization: Bearer <token>",
                        {"WWW-Authenticate": 'Bearer realm="mediafarm"'})
     principal = await to_thread.run_sync(authenticate, service.engine, token)
     if principal is None:
+        service.client_limiter.take(address)
         raise ApiError(401, "unauthorized", "the token is unknown or revoked",
                        {"WWW-Authenticate": 'Bearer realm="mediafarm", error="invalid_token"'})
-    service.client_limiter.refund(address)
     wait = service.limiter.take(principal.token_id)
     if wait:
         raise ApiError(429, "rate_limited",

@@ -103,8 +103,7 @@ class RateLimiter:
 
     Each key may make ``burst`` requests at once and ``rate`` a second after
     that. ``take`` answers 0 when the request may go ahead, else the seconds to
-    wait before retrying; ``refund`` gives back what a request took when it
-    turns out not to count.
+    wait before retrying; ``wait`` answers the same without taking anything.
     """
 
     PRUNE_AT = 100_000  # keys held before full buckets (the same as no entry) are dropped
@@ -131,12 +130,16 @@ class RateLimiter:
                 self._buckets[key] = (tokens - 1, now)
                 return 0
             self._buckets[key] = (tokens, now)
-            return max(1, math.ceil((1 - tokens) / self.rate))
+            return self._seconds_to_one(tokens)
 
-    def refund(self, key: str, now: float | None = None) -> None:
+    def wait(self, key: str, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._buckets[key] = (min(float(self.burst), self._tokens(key, now) + 1), now)
+            tokens = self._tokens(key, now)
+        return 0 if tokens >= 1 else self._seconds_to_one(tokens)
+
+    def _seconds_to_one(self, tokens: float) -> int:
+        return max(1, math.ceil((1 - tokens) / self.rate))
 
     def _prune(self, now: float) -> None:
         # Many addresses (IPv6 has plenty) must not grow the table without end.

@@ -65,15 +65,12 @@ def test_tokens_create_token_cannot_have_made_need_no_catalog():
         assert authenticate(None, token) is None  # type: ignore[arg-type]
 
 
-def test_refund_gives_back_what_take_took():
-    limiter = RateLimiter(rate=0.001, burst=2)
+def test_wait_tells_without_taking():
+    limiter = RateLimiter(rate=0.5, burst=2)
+    assert [limiter.wait("a", now=0) for _ in range(5)] == [0] * 5
     assert limiter.take("a", now=0) == limiter.take("a", now=0) == 0
-    assert limiter.take("a", now=0) > 0
-    limiter.refund("a", now=0)
-    assert limiter.take("a", now=0) == 0
-    for _ in range(5):
-        limiter.refund("b", now=0)  # never above the burst
-    assert [limiter.take("b", now=0) for _ in range(3)][-1] > 0
+    assert limiter.wait("a", now=0) == 2 and limiter.take("a", now=0) == 2
+    assert limiter.wait("a", now=2) == 0
 
 
 def test_full_buckets_are_pruned():
