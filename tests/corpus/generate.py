@@ -101,15 +101,23 @@ register(case("marker-in-comment.jpg", "rejected", "infected")(
 # --- decompression bombs and limits ------------------------------------------------------------
 
 
+def png_bomb(width: int, height: int) -> bytes:
+    """A real PNG header for width x height RGB and one compressed row: bytes on disk, gigabytes decoded."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = zlib.compress(b"\x00" + b"\x00" * 3 * width, 9)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", row)
+            + png_chunk(b"IEND", b""))
+
+
 @register
 @case("bomb-50000x50000.png", "rejected", "over_limit")
 def _png_bomb() -> bytes:
-    # A real header for 50000x50000 and one compressed row: a few hundred bytes on disk,
-    # 7.5 GB once decoded. The header-only probe must refuse it before any decode.
-    header = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
-    row = zlib.compress(b"\x00" + b"\x00" * 3 * 50000, 9)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", row)
-            + png_chunk(b"IEND", b""))
+    # A few hundred bytes on disk, 7.5 GB once decoded: the header-only probe must refuse it.
+    return png_bomb(50000, 50000)
+
+
+# 7.5 GB once decoded: the header-only probe must refuse it before any decode.
+register(case("bomb-50000x50000.png", "rejected", "over_limit")(lambda: png_bomb(50000, 50000)))
 
 
 @register
@@ -232,6 +240,31 @@ def jpeg_with_xmp_not_utf8() -> bytes:
 register(case("latin1-text.png", "ready")(png_with_latin1_text))
 register(case("odd-exif.jpg", "ready")(jpeg_with_odd_exif))
 register(case("xmp-not-utf8.jpg", "ready")(jpeg_with_xmp_not_utf8))
+
+
+# --- audio whose cover picture is hostile: the poster is refused as the image would be, the audio
+# is not. 12000x12000 is within FFmpeg's own size check, so only the image limits stop its decode.
+register(case("bomb-cover.flac", "ready")(lambda: _audio_with_cover("flac", png_bomb(12000, 12000))))
+
+
+@register
+@case("corrupt-cover.mp3", "ready")
+def _corrupt_cover() -> bytes:
+    cover = _jpeg(seed=9)
+    data = _audio_with_cover("mp3", cover)
+    # Noise after the magic number, the same length: the ID3 frame around it still adds up.
+    return data.replace(cover, cover[:4] + random.Random(9).randbytes(len(cover) - 4))
+
+
+def _audio_with_cover(container: str, cover: bytes) -> bytes:
+    codec = {"flac": "flac", "mp3": "libmp3lame"}[container]
+    with tempfile.TemporaryDirectory() as folder:
+        picture, out = Path(folder) / "cover", Path(folder) / f"out.{container}"
+        picture.write_bytes(cover)
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-t", "2", "-i", "sine",
+                        "-i", str(picture), "-map", "0", "-map", "1", "-c:a", codec, "-c:v", "copy",
+                        "-disposition:v", "attached_pic", str(out)], capture_output=True, check=True)
+        return out.read_bytes()
 
 
 def _jpeg_with_exif() -> bytes:
