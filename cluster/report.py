@@ -1,4 +1,4 @@
-"""What commands print for people: result tables, jobs, re-encode plans, and hints that name a fix."""
+"""What commands print for people: result tables, jobs, re-encode plans, hints that name a fix."""
 
 from __future__ import annotations
 
@@ -91,7 +91,6 @@ def print_job(job: dict, out: TextIO | None = None) -> None:
 
 def print_job_outcome(catalog, job: dict, clamd_url: str, as_json: bool) -> None:
     """The job as JSON or as lines with its failures; on stderr, hints that name a fix."""
-
     failures = failures_of_job(catalog, job["id"])
     if as_json:
         print(json.dumps(job, default=str, indent=2))
@@ -122,8 +121,8 @@ def print_reencode(report: dict, out: TextIO | None = None) -> None:
                   + f"; {_counts(found['formats'])}", file=out)
         estimate = sample["estimate"]
         print(f"estimate for the images: about {human_seconds(estimate['image_seconds'])} on "
-              f"{estimate['worker_threads']} worker threads, {human_bytes(estimate['image_bytes'])} of new "
-              "renditions", file=out)
+              f"{estimate['worker_threads']} worker threads, "
+              f"{human_bytes(estimate['image_bytes'])} of new renditions", file=out)
     if job := report.get("job"):
         print("", file=out)
         print_job(job, out)
