@@ -25,6 +25,17 @@ from pipelines.recipe import Recipe
 
 # Backfill partitions yield to interactive work (cluster.graph.INTERACTIVE_PRIORITY).
 BULK_PRIORITY = -10
+# Assets per partition at most, unless the caller sets a size: past a few hundred the
+# scheduler's per-task cost is lost in the noise, and a lost worker costs more to redo.
+DEFAULT_BATCH_SIZE = 200
+
+
+def partition_size(total: int | None, threads: int, cap: int = DEFAULT_BATCH_SIZE) -> int:
+    """Assets per partition: at most ``cap``, and few enough that each worker thread gets
+    two partitions when ``total`` is known, so none sits idle while another has a queue."""
+    if not total:
+        return cap
+    return max(1, min(cap, total // (2 * max(1, threads))))
 
 
 @dataclass(frozen=True)

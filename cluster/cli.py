@@ -7,11 +7,12 @@ import json
 import logging
 import os
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 from cluster.config import load_settings
+from cluster.progress import CommandProgress
+from cluster.report import print_hints, print_job_outcome, print_reencode, print_table
 from cluster.sources import SourceError, expand
 from pipelines.recipe import load_recipe
 
@@ -66,10 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--recipe", help="recipe file (YAML or JSON); default: the built-in recipe")
     backfill.add_argument("--scheduler", help="Dask scheduler address")
     backfill.add_argument("--owner", default="default")
-    backfill.add_argument("--batch-size", type=int, default=200, help="assets per partition task")
+    backfill.add_argument("--batch-size", type=_positive, help="assets per partition task "
+                          "(default: two partitions per worker thread, at most 200)")
     backfill.add_argument("--max-in-flight", type=int,
                           help="partitions submitted at once (default: two per worker thread)")
     backfill.add_argument("--job-id", help="resume or name the job (default: a new id)")
+    backfill.add_argument("--json", action="store_true", help="print the job as JSON on stdout")
     backfill.set_defaults(run=_backfill)
 
     reencode = commands.add_parser(
@@ -81,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     reencode.add_argument("--sample", type=int, default=0, metavar="N",
                           help="first render N assets without keeping them: sizes and qualities")
     reencode.add_argument("--scheduler", help="Dask scheduler address")
-    reencode.add_argument("--batch-size", type=int, default=200)
+    reencode.add_argument("--batch-size", type=_positive, help="as for backfill")
+    reencode.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     reencode.set_defaults(run=_reencode)
 
     status = commands.add_parser("status", help="a job's progress, from the catalog")
@@ -133,6 +137,36 @@ def _parser() -> argparse.ArgumentParser:
     token_commands.add_parser("list", help="tokens' ids, owners and scopes (never the tokens)"
                               ).set_defaults(run=_token_list)
 
+    show = commands.add_parser("show", help="an asset's status and where each rendition is")
+    show.add_argument("asset", metavar="ASSET", help="an asset id, or the source's path or URL")
+    show.add_argument("--owner", help="the owner, when several ingested the same source")
+    show.set_defaults(run=_show)
+
+    get = commands.add_parser("get", help="copy a rendition out of the store to a file")
+    get.add_argument("asset", metavar="ASSET", help="an asset id, or the source's path or URL")
+    get.add_argument("preset", metavar="PRESET")
+    get.add_argument("-o", "--output", metavar="FILE",
+                     help="where to write it (default: SOURCE-PRESET.FORMAT here)")
+    get.add_argument("--owner", help="the owner, when several ingested the same source")
+    get.set_defaults(run=_get)
+
+    clamd = commands.add_parser("clamd", help="run a clamd of your own for the farm, in the "
+                                              "background (see docs/deployment.md)")
+    clamd_commands = clamd.add_subparsers(required=True, metavar="ACTION")
+    clamd_start = clamd_commands.add_parser(
+        "start", help="start clamd on the loopback port of MEDIAFARM_CLAMD_URL (default 3310)")
+    clamd_start.add_argument("--signatures", metavar="DIR",
+                             help="signature database folder (default: /var/lib/clamav)")
+    clamd_start.add_argument("--port", type=_positive, help="loopback TCP port (default: "
+                                                             "MEDIAFARM_CLAMD_URL's)")
+    clamd_start.add_argument("--timeout", type=float, default=300,
+                             help="seconds to wait for clamd to load its database")
+    clamd_start.set_defaults(run=_clamd_start)
+    clamd_commands.add_parser("stop", help="stop the clamd `clamd start` started"
+                              ).set_defaults(run=_clamd_stop)
+    clamd_commands.add_parser("status", help="whether clamd answers and fails closed"
+                              ).set_defaults(run=_clamd_status)
+
     db = commands.add_parser("db", help="catalog maintenance")
     db_commands = db.add_subparsers(required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply catalog migrations").set_defaults(run=_db_upgrade)
@@ -142,77 +176,61 @@ def _parser() -> argparse.ArgumentParser:
 def _ingest(args: argparse.Namespace) -> int:
     from cluster.farm import Farm
 
-    settings = load_settings(config_file=args.config)
+    settings = _settings(args)
     recipe = load_recipe(args.recipe) if args.recipe else None
     requests = expand(args.sources, args.owner)  # bad paths fail before a cluster starts
     with Farm(settings, scheduler_address=args.scheduler) as farm:
         if farm.dashboard_link:
             print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
         batch = farm.submit(requests, recipe, force=args.force)
-        results = batch.wait(progress=_progress_printer())
+        with CommandProgress("ingest") as progress:
+            results = batch.wait(progress=progress)
     totals = Counter(r["status"] for r in results)
     if args.json:
         json.dump({"assets": results, "totals": dict(totals)}, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
         print_table(results)
+    print_hints({r["reason"] for r in results}, settings.clamd_url)
     return 0 if totals.get("failed", 0) == 0 else 1
 
 
 def _backfill(args: argparse.Namespace) -> int:
     from cluster.farm import Farm
 
-    settings = load_settings(config_file=args.config)
+    settings = _settings(args)
     recipe = load_recipe(args.recipe) if args.recipe else None
     with Farm(settings, scheduler_address=args.scheduler) as farm:
         if farm.dashboard_link:
             print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
-        job = farm.backfill(args.manifest, recipe, batch_size=args.batch_size,
-                            max_in_flight=args.max_in_flight, job_id=args.job_id,
-                            owner=args.owner, progress=BulkProgressBar())
-    print(json.dumps(job, default=str, indent=2))
+        with CommandProgress("backfill") as progress:
+            job = farm.backfill(args.manifest, recipe, batch_size=args.batch_size,
+                                max_in_flight=args.max_in_flight, job_id=args.job_id,
+                                owner=args.owner, progress=progress)
+        print_job_outcome(farm.catalog, job, settings.clamd_url, args.json)
     return 0 if not job["counts"].get("failed") else 1
-
-
-class BulkProgressBar:
-    """Counts by status, throughput and ETA on one line of standard error."""
-
-    def __init__(self, out=sys.stderr) -> None:
-        self.out, self.started = out, time.monotonic()
-        self.interactive = out.isatty()
-        self.last_print = 0.0
-
-    def __call__(self, done: int, total: int | None, counts: Counter) -> None:
-        now = time.monotonic()
-        if not self.interactive and now - self.last_print < 5 and done != total:
-            return  # logs get a line every few seconds, terminals every update
-        self.last_print = now
-        rate = done / max(now - self.started, 1e-9)
-        summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        eta = f" ETA {_duration((total - done) / rate)}" if total and rate else ""
-        line = f"[{done}/{total or '?'}] {summary} {rate:.1f}/s{eta}"
-        end = "" if self.interactive and done != total else "\n"
-        print(f"\r{line}" if self.interactive else line, end=end, file=self.out, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02}m" if hours else f"{minutes}m{secs:02}s"
 
 
 def _reencode(args: argparse.Namespace) -> int:
     from cluster.farm import Farm
+    from cluster.manifest import catalog_filter
 
-    settings = load_settings(config_file=args.config)
+    settings = _settings(args)
+    recipe = load_recipe(args.recipe)  # bad arguments fail before a cluster starts
+    catalog_filter(args.where)
     with Farm(settings, scheduler_address=args.scheduler) as farm:
         if farm.dashboard_link:
             print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
-        options = {} if args.dry_run else {"batch_size": args.batch_size,
-                                           "progress": BulkProgressBar()}
-        report = farm.reencode(load_recipe(args.recipe), where=args.where,
-                               dry_run=args.dry_run, sample=args.sample, **options)
-    print(json.dumps(report, default=str, indent=2))
+        if args.dry_run:
+            report = farm.reencode(recipe, where=args.where, dry_run=True, sample=args.sample)
+        else:
+            with CommandProgress("reencode") as progress:
+                report = farm.reencode(recipe, where=args.where, sample=args.sample,
+                                       batch_size=args.batch_size, progress=progress)
+        if args.json:
+            print(json.dumps(report, default=str, indent=2))
+        else:
+            print_reencode(report)
     return 0
 
 
@@ -242,6 +260,20 @@ def _worker(args: argparse.Namespace) -> int:
     os.execv(command[0], command)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _settings(args: argparse.Namespace):
+    """The settings, and one line on stderr naming the data folder they use."""
+    settings = load_settings(config_file=args.config)
+    print(f"mediafarm: data folder {settings.data_dir}", file=sys.stderr)
+    return settings
+
+
 def _open_catalog(settings):
     """The configured catalog, its schema brought up to date (retried like every call)."""
     from catalog import Catalog
@@ -252,7 +284,7 @@ def _open_catalog(settings):
 
 
 def _status(args: argparse.Namespace) -> int:
-    settings = load_settings(config_file=args.config)
+    settings = _settings(args)
     job = _open_catalog(settings).job_status(args.job)
     if job is None:
         print(f"mediafarm: no job {args.job} in {settings.catalog_url}", file=sys.stderr)
@@ -266,47 +298,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer():
-    interactive = sys.stderr.isatty()
-
-    def show(done: int, total: int, counts: Counter) -> None:
-        summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        line = f"[{done}/{total}] {summary}"
-        if interactive:
-            print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-        elif done == total or done % 50 == 0:
-            print(line, file=sys.stderr)
-    return show
-
-
-def print_table(results: list[dict], out=sys.stdout) -> None:
-    rows = [("SOURCE", "STATUS", "REASON", "RENDITIONS")]
-    for r in results:
-        renditions = ", ".join(f"{x['preset']} {x['width']}x{x['height']} {x['bytes'] / 1024:.1f}KiB"
-                               for x in r["renditions"])
-        reason = r["reason"] or ""
-        if r["message"] and r["status"] != "ready":
-            reason = f"{reason}: {r['message']}"
-        rows.append((Path(r["source"]).name, r["status"], reason[:70], renditions))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3],
-              file=out)
-    totals = Counter(r["status"] for r in results)
-    print(f"\n{len(results)} assets: " + ", ".join(f"{v} {k}" for k, v in sorted(totals.items())),
-          file=out)
-
-
 def _demo(args: argparse.Namespace) -> int:
     from cluster.demo import run_demo
 
-    return run_demo(load_settings(config_file=args.config), Path(args.signatures))
+    return run_demo(_settings(args), Path(args.signatures))
 
 
 def _export(args: argparse.Namespace) -> int:
     from catalog.export import export
 
-    settings = load_settings(config_file=args.config)
+    settings = _settings(args)
     report = export(_open_catalog(settings), args.to, args.storage_options,
                     batch_rows=args.batch_rows, settle=args.settle)
     print(json.dumps(report, indent=2))
@@ -339,7 +340,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token_catalog(args: argparse.Namespace):
-    return _open_catalog(load_settings(config_file=args.config)).engine
+    return _open_catalog(_settings(args)).engine
 
 
 def _token_create(args: argparse.Namespace) -> int:
@@ -372,8 +373,50 @@ def _token_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(args: argparse.Namespace) -> int:
+    from cluster import show
+
+    settings = _settings(args)
+    summaries, renditions = show.lookup(_open_catalog(settings), settings, args.asset, args.owner)
+    for index, summary in enumerate(summaries):
+        if index:
+            print()
+        show.show(summary, renditions)
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    from cluster import show
+
+    settings = _settings(args)
+    summaries, renditions = show.lookup(_open_catalog(settings), settings, args.asset, args.owner)
+    if len(summaries) > 1:
+        raise ValueError(f"{args.asset} was ingested by several owners: name one with --owner")
+    written = show.get(summaries[0], args.preset, renditions, args.output)
+    print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def _clamd_start(args: argparse.Namespace) -> int:
+    from cluster import clamd_command
+
+    return clamd_command.start(_settings(args), args.signatures, args.port, args.timeout)
+
+
+def _clamd_stop(args: argparse.Namespace) -> int:
+    from cluster import clamd_command
+
+    return clamd_command.stop(_settings(args))
+
+
+def _clamd_status(args: argparse.Namespace) -> int:
+    from cluster import clamd_command
+
+    return clamd_command.status(_settings(args))
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
-    settings = load_settings(config_file=args.config)
+    settings = _settings(args)
     _open_catalog(settings)
     print(f"catalog at {settings.catalog_url} is up to date", file=sys.stderr)
     return 0

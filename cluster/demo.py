@@ -12,19 +12,21 @@ from cluster.samples import write_samples
 
 
 def run_demo(settings: Settings, signatures: Path) -> int:
-    from cluster.cli import print_table
     from cluster.farm import Farm
+    from cluster.progress import CommandProgress
+    from cluster.report import print_table
 
     data_dir = Path(settings.data_dir)
     samples = write_samples(data_dir / "samples")
     print(f"Generated {len(samples)} sample files in {data_dir / 'samples'}", file=sys.stderr)
-    clamd = start_clamd(signatures, data_dir / "clamd")
+    clamd = start_clamd(signatures, data_dir / "demo-clamd")  # `mediafarm clamd` has clamd/
     print(f"Started clamd at {clamd.url} with the signatures in {signatures}", file=sys.stderr)
     try:
         settings = dataclasses.replace(settings, clamd_url=clamd.url)
         with Farm(settings) as farm:
             print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
-            results = farm.ingest([str(p) for p in samples], force=True).wait()
+            with CommandProgress("demo") as progress:
+                results = farm.ingest([str(p) for p in samples], force=True).wait(progress)
     finally:
         clamd.stop()
     print_table(results)

@@ -16,11 +16,12 @@ from catalog import Catalog
 from catalog.repository import AssetRequest
 from cluster import reencode, script_workers, sources
 from cluster.config import Settings, load_settings
-from cluster.bulk import BULK_PRIORITY, Item, Partitions, run_partition
+from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
 from cluster.graph import plan_asset, resubmit, submit_plan
-from cluster.manifest import manifest_size, read_manifest
+from cluster.manifest import Manifest
 from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
                                 worker_deaths)
+from cluster.show import with_locations
 from cluster.stores import Store, open_stores
 from cluster.tasks import Job
 from cluster.worker_plugin import MediafarmWorkerPlugin
@@ -122,7 +123,8 @@ class Farm:
             Suspect(job.asset_id, job.attempt, job.source_uri, deaths), submit)
         return result or {"asset_id": job.asset_id, "status": "failed", "reason": QUARANTINED}
 
-    def backfill(self, manifest: str, recipe: Recipe | None = None, *, batch_size: int = 200,
+    def backfill(self, manifest: str, recipe: Recipe | None = None, *,
+                 batch_size: int | None = None,
                  max_in_flight: int | None = None, job_id: str | None = None,
                  owner: str = "default", kind: str = "backfill",
                  progress: BulkProgress | None = None,
@@ -136,32 +138,42 @@ class Farm:
         ``from_originals`` reads each asset's stored original instead of its source. At most
         ``max_in_flight`` partitions (default: two per worker thread) are submitted
         at once, so the client and scheduler hold a bounded amount whatever the size.
+        ``batch_size`` assets go in a partition; by default as many as gives every worker
+        thread two partitions, at most ``cluster.bulk.DEFAULT_BATCH_SIZE``.
         """
         recipe = (recipe or DEFAULT_RECIPE).with_tools(tool_versions())
         self.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
         job_id = job_id or str(uuid.uuid4())
         self.catalog.start_job(job_id, kind, recipe.id, manifest)
-        limit = max_in_flight or 2 * max(1, sum(self.client.nthreads().values()))
-        total = manifest_size(manifest, self.catalog)
+        threads = max(1, sum(self.client.nthreads().values()))
+        limit = max_in_flight or 2 * threads
+        total: int | None = None
         counts: Counter = Counter()
         submitted = skipped = 0
 
+        def report() -> None:
+            if progress:
+                progress(sum(counts.values()), total, counts)
+
         def settled(items: list[Item], outcome: dict[str, int]) -> None:
             counts.update(outcome)
-            if progress:
-                progress(sum(counts.values()) + skipped, total, counts)
+            report()
 
         partitions = Partitions(
             lambda items: self.client.submit(partition, items, recipe, self.settings,
                                              priority=BULK_PRIORITY, pure=False),
             limit, self.isolation, self.catalog, settled)
         try:
-            for requests in read_manifest(manifest, self.catalog, batch_size, owner):
+            opened = Manifest(manifest, self.catalog, owner)
+            total = opened.size
+            report()
+            for requests in opened.batches(batch_size or partition_size(total, threads)):
                 previous = self.catalog.assets(r.asset_id for r in requests)
                 todo = [r for r in requests if not _done(previous.get(r.asset_id), recipe.id)]
                 skipped += len(requests) - len(todo)
                 counts["skipped"] = skipped
                 if not todo:
+                    report()
                     continue
                 attempts = self.catalog.queue(todo, recipe.id, previous, job_id)
                 originals = self.stores["originals"]
@@ -219,14 +231,7 @@ class Farm:
         return export(self.catalog, url, storage_options, **options)
 
     def results(self, asset_ids: list[str]) -> list[dict]:
-        summaries = self.catalog.results(asset_ids)
-        renditions = self.stores["renditions"]
-        for summary in summaries:
-            for rendition in summary["renditions"]:
-                playlist = rendition.pop("playlist")
-                rendition["url"] = (renditions.url_at(playlist) if playlist
-                                    else renditions.url_for(rendition["sha256"]))
-        return summaries
+        return with_locations(self.catalog, self.stores["renditions"], asset_ids)
 
     def close(self) -> None:
         if self._owns_client:

@@ -79,11 +79,13 @@ def start_clamd(
     timeout: float = 60,
     max_file_size: str | None = None,
     overrides: Mapping[str, str] | None = None,
+    detach: bool = False,
 ) -> LocalClamd:
     """Write a clamd.conf in ``workdir``, start clamd and wait until it answers PING.
 
     ``overrides`` replaces or adds clamd.conf settings, e.g. to start a clamd set up
-    like a distribution's packaged one.
+    like a distribution's packaged one. ``detach`` starts clamd in a session of its own,
+    so it outlives the caller and a Ctrl-C at the caller's terminal.
     """
     if find_clamd() is None:
         raise RuntimeError(INSTALL_HINT)
@@ -93,7 +95,7 @@ def start_clamd(
     conf = workdir / "clamd.conf"
     conf.write_text(_config_text(Path(database_dir).resolve(), workdir, port, stream_max_length,
                                  max_file_size, overrides))
-    process = _launch(conf, workdir)
+    process = _launch(conf, workdir, detach)
     _wait_until_ready(process, port, workdir, timeout)
     return LocalClamd(url=f"tcp://127.0.0.1:{port}", process=process, workdir=workdir, timeout=timeout)
 
@@ -137,7 +139,7 @@ def _parse_size(text: str) -> int:
     return int(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit]
 
 
-def _launch(conf: Path, workdir: Path) -> subprocess.Popen:
+def _launch(conf: Path, workdir: Path, detach: bool = False) -> subprocess.Popen:
     """Start clamd in the foreground with its output appended to workdir/clamd.out."""
     executable = find_clamd()
     if executable is None:
@@ -150,6 +152,7 @@ def _launch(conf: Path, workdir: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
+            start_new_session=detach,
         )
 
 

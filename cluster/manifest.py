@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import fsspec
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from catalog import Catalog
 from catalog.models import Asset
@@ -19,16 +19,42 @@ from catalog.repository import AssetRequest
 from cluster import sources
 
 
+class Manifest:
+    """A manifest opened once: how many items it holds when that is cheap to know (for
+    progress, ETA and partition sizes), and its requests in batches.
+
+    A folder or glob is listed here, once: its listing is its size.
+    """
+
+    def __init__(self, manifest: str, catalog: Catalog, owner: str = "default") -> None:
+        self.manifest, self.catalog, self.owner = manifest, catalog, owner
+        self._listed = (None if manifest.startswith("catalog:") or manifest.endswith(".parquet")
+                        else sources.expand([manifest], owner))
+
+    @property
+    def size(self) -> int | None:
+        if self._listed is not None:
+            return len(self._listed)
+        if self.manifest.endswith(".parquet"):
+            with fsspec.open(self.manifest, "rb") as handle:
+                return pq.ParquetFile(handle).metadata.num_rows
+        with self.catalog.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(Asset)
+                                .where(*catalog_filter(self.manifest))).scalar_one()
+
+    def batches(self, batch_size: int) -> Iterator[list[AssetRequest]]:
+        if self.manifest.startswith("catalog:"):
+            yield from _from_catalog(self.manifest, self.catalog, batch_size)
+        elif self._listed is None:
+            yield from _from_parquet(self.manifest, batch_size, self.owner)
+        else:
+            for start in range(0, len(self._listed), batch_size):
+                yield self._listed[start:start + batch_size]
+
+
 def read_manifest(manifest: str, catalog: Catalog, batch_size: int,
                   owner: str = "default") -> Iterator[list[AssetRequest]]:
-    if manifest.startswith("catalog:"):
-        yield from _from_catalog(manifest, catalog, batch_size)
-    elif manifest.endswith(".parquet"):
-        yield from _from_parquet(manifest, batch_size, owner)
-    else:
-        requests = sources.expand([manifest], owner)
-        for start in range(0, len(requests), batch_size):
-            yield requests[start:start + batch_size]
+    yield from Manifest(manifest, catalog, owner).batches(batch_size)
 
 
 def _from_parquet(path: str, batch_size: int, owner: str) -> Iterator[list[AssetRequest]]:
@@ -69,13 +95,3 @@ def _from_catalog(manifest: str, catalog: Catalog, batch_size: int) -> Iterator[
         result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(query)
         for rows in result.partitions(batch_size):
             yield [AssetRequest(row.id, row.owner, row.source_uri, None) for row in rows]
-
-
-def manifest_size(manifest: str, catalog: Catalog) -> int | None:
-    """How many items the manifest holds, when that is cheap to know (for progress and ETA)."""
-    if manifest.endswith(".parquet"):
-        with fsspec.open(manifest, "rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
-    if manifest.startswith("catalog:"):
-        return None
-    return None

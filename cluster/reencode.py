@@ -99,9 +99,12 @@ def summarise_sample(samples: list[dict], planned: dict, workers: int) -> dict:
                   for name, items in per_preset.items()}
     seconds = statistics.fmean(s["seconds"] for s in samples) if samples else 0.0
     return {"sampled": len(samples), "presets": distributions,
-            "estimate": {"image_seconds": seconds * planned["assets"].get("image", 0)
-                         / max(workers, 1),
-                         "image_bytes": sum(mean_bytes.get(n, 0) * c for n, c in images.items())}}
+            # Rounded to what an estimate from a few samples can claim.
+            "estimate": {"image_seconds": round(seconds * planned["assets"].get("image", 0)
+                                                / max(workers, 1), 1),
+                         "image_bytes": round(sum(mean_bytes.get(n, 0) * c
+                                                  for n, c in images.items())),
+                         "worker_threads": workers}}
 
 
 def _quantiles(values: list[float]) -> dict:

@@ -130,7 +130,7 @@ def test_killed_backfill_resumes_and_processes_every_asset_exactly_once(
     job_id = "resume-" + uuid.uuid4().hex[:12]
     command = [sys.executable, "-m", "cluster.cli", "backfill", str(manifest),
                "--scheduler", dask_client.scheduler.address, "--recipe", str(recipe_file),
-               "--batch-size", "10", "--max-in-flight", "2", "--job-id", job_id]
+               "--batch-size", "10", "--max-in-flight", "2", "--job-id", job_id, "--json"]
     catalog = Catalog(pg_url)
 
     with open(tmp_path / "first.stderr", "w") as stderr:
