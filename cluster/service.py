@@ -30,17 +30,29 @@ from cluster.quarantine import record_lost, worker_deaths
 from cluster.tasks import Job
 from cluster.uploads import check_ingest_prefix
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
-from pipelines.upload import scanner_check
+from pipelines.upload import capabilities, scanner_check
 from pipelines.upload.scan import ClamdScanner
 from pipelines.vips import tool_versions
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTENT_TYPES = (
-    "image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/heic",
-    "image/heif", "video/mp4", "video/quicktime", "video/webm", "video/x-matroska",
+MEDIA_CONTENT_TYPES = (
+    "video/mp4", "video/quicktime", "video/webm", "video/x-matroska",
     "audio/mpeg", "audio/ogg", "audio/wav", "audio/x-wav", "audio/flac", "audio/mp4",
 )
+
+
+def accepted_content_types(requested: frozenset[str] | None = None) -> frozenset[str]:
+    """The content types uploads may have: ``requested`` (all by default) less the image types no
+    decoder in this process reads, found by decoding a sample of each (``capabilities``)."""
+    images = capabilities.image_media_types()
+    if requested is None:
+        return images | frozenset(MEDIA_CONTENT_TYPES)
+    dropped = {t for t in requested if t.startswith("image/") and t not in images}
+    if dropped:
+        log.warning("MEDIAFARM_API_CONTENT_TYPES: no decoder here reads %s; not accepted",
+                    ", ".join(sorted(dropped)))
+    return frozenset(requested) - dropped
 FORM_OVERHEAD = 64 * 1024
 SUBMIT_BATCH = 200  # assets taken into one catalog round and one graph submission  # room for a multipart body's boundaries and part headers
 
@@ -50,7 +62,7 @@ class ApiConfig:
     """The endpoint's own settings, from ``MEDIAFARM_API_*`` and friends."""
 
     max_upload_bytes: int
-    content_types: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_CONTENT_TYPES))
+    content_types: frozenset[str] = field(default_factory=accepted_content_types)
     rate_limit: float = 10.0      # requests a second per token, sustained
     rate_burst: int = 20          # requests at once per token
     purge_originals_on_delete: bool = False
@@ -86,8 +98,8 @@ def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None
         check_ingest_prefix(ingest, {name: store.url for name, store in settings.stores.items()})
     return ApiConfig(
         max_upload_bytes=int(max_upload) if max_upload else settings.limits.max_bytes + FORM_OVERHEAD,
-        content_types=(frozenset(t.strip().lower() for t in types.split(",") if t.strip())
-                       if types else frozenset(DEFAULT_CONTENT_TYPES)),
+        content_types=accepted_content_types(
+            frozenset(t.strip().lower() for t in types.split(",") if t.strip()) if types else None),
         rate_limit=float(text_value("MEDIAFARM_API_RATE_LIMIT", "10")),
         rate_burst=int(text_value("MEDIAFARM_API_RATE_BURST", "20")),
         purge_originals_on_delete=text_value("MEDIAFARM_PURGE_ORIGINALS_ON_DELETE", "false")

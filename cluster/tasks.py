@@ -147,7 +147,7 @@ def resize_task(job: Job, carry: Carry) -> Carry:
         if not todo:
             return replace(carry, data=None, details={"skipped": "every preset reused"})
         rasters = tuple(resize(carry.data, todo, device=placement.image_device_here(job.settings.gpu),
-                               limits=job.settings.limits))
+                               limits=job.settings.limits, decoder=carry.validated.decoder))
         return replace(carry, data=None, rasters=rasters,
                        details={r.preset: [r.width, r.height] for r in rasters})
     return _run("resize", job, carry, body)

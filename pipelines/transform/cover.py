@@ -35,7 +35,9 @@ def cover_picture(container, limits: Limits, max_side: int) -> bytes:
         raise Rejected("unsupported_type", f"the cover is {f'a {kind} file' if kind else 'in no known format'}, "
                        "not an image Mediafarm accepts")
     try:
-        validate(data, limits)  # header only: the limits hold before a pixel is decoded
+        # Header only: the limits hold before a pixel is decoded. This runs in the media file's
+        # sandbox already, so a cover only a sandboxed library decodes (HEIC) is refused.
+        validate(data, limits, foreign=False)
         picture = pyvips.Image.thumbnail_buffer(data, max_side, height=max_side, size="down",
                                                 option_string="fail_on=truncated")
         if picture.interpretation != "srgb":  # CMYK, 16-bit or grey covers: the poster stage takes sRGB

@@ -7,10 +7,14 @@ preset is resized from it, so the file is decoded once whatever the preset count
 On a GPU worker a JPEG's intermediate can come from the GPU instead
 (``pipelines.transform.gpu``); the presets are cut from it the same way.
 
-Animations (GIF, WebP) are read once into a strip of shrunk frames and cut
-frame by frame, straight into the rasters' buffers. A few KB of GIF can describe
-gigabytes of frames, so what every frame would be kept at is counted from the
-header first, against ``Limits.max_decode_bytes``.
+Animations (GIF, WebP, AVIF sequences) are read once into a strip of shrunk
+frames and cut frame by frame, straight into the rasters' buffers. A few KB of GIF
+can describe gigabytes of frames, so what every frame would be kept at is counted
+from the header first, against ``Limits.max_decode_bytes``.
+
+HEIF files are collections: the primary image is the picture. Images libvips
+cannot decode here (HEIC, AVIF sequences) come decoded and shrunk from the
+sandbox (``pipelines.transform.pillow_decode``) and are cut the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import pyvips
 from pipelines.outcome import Rejected
 from pipelines.raster import SAMPLE_BYTES, Raster, written
 from pipelines.recipe import Preset
-from pipelines.transform import gpu
+from pipelines.transform import gpu, pillow_decode
 from pipelines.transform.convert import needs_conversion
-from pipelines.upload.validate import Limits, check_decode_bytes
+from pipelines.upload.validate import LIBVIPS, Limits, check_decode_bytes, image_decoder, read_header
 from pipelines.vips import error_text
 
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -39,7 +43,7 @@ _WORKING_FRAMES = 32
 
 
 def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu",
-           limits: Limits = Limits()) -> list[Raster]:
+           limits: Limits = Limits(), decoder: str | None = None) -> list[Raster]:
     """One raster per preset, upright, never upscaled.
 
     ``contain`` fits inside the preset's box; ``cover`` fills the box exactly,
@@ -49,17 +53,21 @@ def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu",
     other image, and any the GPU refuses, takes the CPU path. Each raster's
     ``path`` says which one made it. What the decode would hold is counted from
     the header first: past ``limits.max_decode_bytes`` it is Rejected ``over_limit``.
+    ``decoder`` is ``Validated.decoder`` (found from the bytes when None).
     """
     if device not in DEVICES:
         raise ValueError(f"device {device!r} is not one of {DEVICES}")
     try:
+        decoder = decoder or image_decoder(data)
+        if decoder != LIBVIPS:
+            return _cut_decoded(pillow_decode.decode(data, decoder, presets, limits), presets)
         header = _header(data)
         width, height = header.width, header.height
         scale, size, outputs = _plan(header, presets)
         _check_budget(header, size, outputs, limits)
         if header.frames > 1:
             return _animated(data, presets, width, height, size)
-        intermediate, path = _intermediate(data, width, height, scale, device)
+        intermediate, path = _intermediate(data, width, height, scale, device, header.page)
         return [Raster.from_image(p.name, _fit(intermediate, p, width, height), path=path)
                 for p in presets]
     except pyvips.Error as exc:
@@ -73,6 +81,25 @@ def decode_bytes(data: bytes, presets: tuple[Preset, ...]) -> int:
     return _check_budget(header, size, outputs, Limits(max_decode_bytes=sys.maxsize))
 
 
+def intermediate_size(width: int, height: int, frames: int, bands: int, icc: bool,
+                      presets: tuple[Preset, ...], limits: Limits) -> tuple[int, int]:
+    """The intermediate's size for an upright 8-bit picture decoded elsewhere (the sandbox),
+    its decode counted against the budget as ``resize`` counts its own."""
+    header = _Header(width, height, frames, bands, "uchar",
+                     needs_conversion(icc, "srgb", "uchar"), holds_every_frame=False)
+    _, size, outputs = _plan(header, presets)
+    _check_budget(header, size, outputs, limits)
+    return size
+
+
+def _cut_decoded(decoded: pillow_decode.Decoded, presets: tuple[Preset, ...]) -> list[Raster]:
+    width, height = decoded.source_width, decoded.source_height
+    image = decoded.image()
+    if decoded.frames > 1:
+        return _cut_strip(decoded.pixels, image, presets, width, height)
+    return [Raster.from_image(p.name, _fit(image, p, width, height)) for p in presets]
+
+
 def _plan(header: _Header,
           presets: tuple[Preset, ...]) -> tuple[float, tuple[int, int], list[tuple[int, int]]]:
     """The intermediate's scale and size, and each preset's raster size, per frame."""
@@ -83,9 +110,13 @@ def _plan(header: _Header,
 
 
 def _intermediate(data: bytes, width: int, height: int, scale: float,
-                  device: str) -> tuple[pyvips.Image, str]:
+                  device: str, page: int | None = None) -> tuple[pyvips.Image, str]:
     """The one decode every preset is cut from, and the path that made it."""
     size = math.ceil(width * scale), math.ceil(height * scale)
+    if page is not None:  # a HEIF file's primary image
+        return pyvips.Image.thumbnail_buffer(
+            data, size[0], height=size[1], size="down",
+            option_string=f"fail_on=truncated,page={page}").copy_memory(), "cpu"
     if device == "gpu" and gpu.gpu_decoder_available() is None:
         try:
             return gpu.gpu_intermediate(data, width, height, *size), gpu.GPU_PATH
@@ -105,11 +136,12 @@ class _Header:
     format: str
     converts: bool           # to_srgb will make new pixels: the rasters are held twice
     holds_every_frame: bool  # the loader keeps the whole animation while it is read
+    page: int | None = None  # HEIF: the primary image, the one picture of the collection
 
 
 def _header(data: bytes) -> _Header:
     """What the file says it is, without decoding pixels."""
-    header = pyvips.Image.new_from_buffer(data, "", access="sequential")
+    header, loader = read_header(data, "image")
 
     def field(name: str, default):
         return header.get(name) if header.get_typeof(name) else default
@@ -122,8 +154,11 @@ def _header(data: bytes) -> _Header:
     # Measured with libvips 8.18: gifload keeps one frame; webpload keeps every frame
     # at full size until the strip is read. Loaders not measured are counted as webpload.
     frames = field("n-pages", 1)
-    holds = frames > 1 and not field("vips-loader", "").startswith("gifload")
-    return _Header(width, height, frames, header.bands, header.format, converts, holds)
+    page = None
+    if loader.startswith("heifload"):  # top-level images are a collection, not frames
+        frames, page = 1, field("heif-primary", 0)
+    holds = frames > 1 and not loader.startswith("gifload")
+    return _Header(width, height, frames, header.bands, header.format, converts, holds, page)
 
 
 def _check_budget(header: _Header, size: tuple[int, int], outputs: list[tuple[int, int]],
@@ -172,12 +207,19 @@ def _animated(data: bytes, presets: tuple[Preset, ...], width: int, height: int,
                                           option_string="n=-1,fail_on=truncated")
     page = strip.get("page-height") if strip.get_typeof("page-height") else strip.height
     frame_width, count = strip.width, strip.height // page
-    like = {"bands": strip.bands, "format": strip.format, "interpretation": strip.interpretation,
-            "fields": {name: (strip.get_typeof(name), strip.get(name))
-                       for name in ("delay", "loop", "icc-profile-data") if strip.get_typeof(name)}}
+    like = _like(strip)
     pixels = written(strip)
     del strip  # the loader's own frames go with it, before the presets are cut
-    whole = _wrap(pixels, frame_width, page, count, like)
+    return _cut_strip(pixels, _wrap(pixels, frame_width, page, count, like), presets, width,
+                      height)
+
+
+def _cut_strip(pixels: bytearray, whole: pyvips.Image, presets: tuple[Preset, ...], width: int,
+               height: int) -> list[Raster]:
+    """Each preset cut frame by frame from a strip of shrunk frames over ``pixels``."""
+    page = whole.get("page-height")
+    frame_width, count = whole.width, whole.height // page
+    like = _like(whole)
     frames = [whole.crop(0, index * page, frame_width, page) for index in range(count)]
     rasters = []
     for preset in presets:
@@ -189,6 +231,13 @@ def _animated(data: bytes, presets: tuple[Preset, ...], width: int, height: int,
         rendition = _wrap(cut, cut_width, cut_height, count, like)
         rasters.append(Raster.from_image(preset.name, rendition, pixels=cut))
     return rasters
+
+
+def _like(strip: pyvips.Image) -> dict:
+    """What a strip's renditions keep of it: its pixel layout and frame metadata."""
+    return {"bands": strip.bands, "format": strip.format, "interpretation": strip.interpretation,
+            "fields": {name: (strip.get_typeof(name), strip.get(name))
+                       for name in ("delay", "loop", "icc-profile-data") if strip.get_typeof(name)}}
 
 
 def _fit_frame(frame: pyvips.Image, preset: Preset, width: int, height: int) -> pyvips.Image:

@@ -36,6 +36,7 @@ _IMAGE_SEQUENCE_BRANDS = {
     b"avcs", b"jpgs", b"j2is", b"vvis",           # AVC, JPEG, JPEG 2000 and VVC sequences
     b"avis", b"avio",                             # AV1 sequences (AVIF)
 }
+_CANON_RAW_BRAND = b"crx "  # CR3: camera RAW in an ISO-BMFF box structure, not a film
 _AVIF_BRANDS = {b"avif", b"avis", b"avio", b"MA1A", b"MA1B"}
 
 
@@ -63,7 +64,9 @@ class FileType:
 
     @property
     def format(self) -> str:
-        """``avif`` or ``heif`` for images, else ``quicktime`` or ``mp4``."""
+        """``avif`` or ``heif`` for images, ``cr3`` for Canon's RAW, else ``quicktime`` or ``mp4``."""
+        if _CANON_RAW_BRAND in self.brands:
+            return "cr3"
         if self.image:
             # A 'mini' file (mif3) names its codec's brand in the minor version's place.
             codec = {self.minor.to_bytes(4, "big")} if self.major == b"mif3" else set()

@@ -54,12 +54,13 @@ _SAFE_BUILTINS = {"complex", "set", "frozenset", "bytearray", "range", "slice"}
 
 
 def run_isolated(func: Callable[..., T], *args: Any, timeout: float, memory_bytes: int,
-                 cpu_seconds: int) -> T:
+                 cpu_seconds: int, max_result_bytes: int = MAX_RESULT_BYTES) -> T:
     """Call ``func(*args)`` in a fresh child under address-space, CPU and wall-clock limits.
 
     ``func`` must be a module-level function the child can import. Its return
     value must be built from plain Python values and ``pipelines`` dataclasses
-    or enums (see ``_ResultUnpickler``).
+    or enums (see ``_ResultUnpickler``), pickled in at most ``max_result_bytes``
+    (more for a caller whose result is pixels).
     """
     # Pickle in the parent so that a lambda or an unpicklable argument fails here, loudly.
     payload = pickle.dumps((func, args), protocol=pickle.HIGHEST_PROTOCOL)
@@ -76,7 +77,8 @@ def run_isolated(func: Callable[..., T], *args: Any, timeout: float, memory_byte
             del payload
             returncode, timed_out = _run_child(func.__module__, limits, scratch,
                                                (stdin, stdout, stderr), timeout)
-            return _outcome(returncode, timed_out, stdout, stderr, timeout, cpu_seconds)
+            return _outcome(returncode, timed_out, stdout, stderr, timeout, cpu_seconds,
+                            max_result_bytes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -144,7 +146,8 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _outcome(returncode: int, timed_out: bool, stdout, stderr, timeout: float, cpu_seconds: int):
+def _outcome(returncode: int, timed_out: bool, stdout, stderr, timeout: float, cpu_seconds: int,
+             max_result_bytes: int):
     if timed_out:
         raise Rejected("decode_timeout", f"decoding took longer than {timeout:g} s")
     if returncode < 0:
@@ -156,8 +159,8 @@ def _outcome(returncode: int, timed_out: bool, stdout, stderr, timeout: float, c
     if returncode != 0 or size == 0:
         raise Failed("internal_error", f"the sandbox exited with status {returncode}: "
                      f"{_tail(stderr) or 'no output'}", retryable=True)
-    if size > MAX_RESULT_BYTES:
-        raise Failed("internal_error", f"the sandbox returned {size} bytes; the limit is {MAX_RESULT_BYTES}")
+    if size > max_result_bytes:
+        raise Failed("internal_error", f"the sandbox returned {size} bytes; the limit is {max_result_bytes}")
     stdout.seek(0)
     try:
         record = _ResultUnpickler(stdout).load()

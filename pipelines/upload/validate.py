@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 import pyvips
 
 from pipelines.outcome import Rejected
+from pipelines.upload import capabilities
 from pipelines.upload.isobmff import MAX_FTYP_BYTES, read_ftyp
 from pipelines.upload.metadata import image_metadata
+from pipelines.upload.raw import RAW_FORMATS, tiff_kind
 from pipelines.vips import error_text
 
 if TYPE_CHECKING:
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
 # Formats each media kind accepts; everything else is recognised only to say why not.
 IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                  "gif": "image/gif", "avif": "image/avif", "heif": "image/heif"}
+# Who decodes an accepted image (``Validated.decoder``): libvips in the worker, or a library
+# libvips lacks here, in the sandbox (pipelines.transform.pillow_decode).
+LIBVIPS, PILLOW_HEIF, PILLOW_AVIF = "libvips", "pillow-heif", "pillow-avif"
 MEDIA_FORMATS = {"mp4": "video/mp4", "quicktime": "video/quicktime", "matroska": "video/x-matroska",
                  "ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
 
@@ -32,7 +37,8 @@ class Limits:
     max_bytes: int = 200 * 1024 * 1024
     max_side: int = 30_000
     max_pixels: int = 100_000_000          # one frame
-    max_frames: int = 1_000                # animated GIF/WebP, HEIF sequences
+    max_frames: int = 1_000                # animated GIF/WebP, AVIF sequences
+    max_tiles: int = 1_000                 # HEIF grids: each tile is decoded whole (iPhones: 192)
     max_total_pixels: int = 1_000_000_000  # frames x pixels: what decoding would cost
     # What decoding one asset may hold (every frame at every size resize keeps), well
     # under a worker's memory: a few KB of GIF can describe gigabytes of frames.
@@ -50,6 +56,7 @@ class Validated:
     metadata: dict = field(default_factory=dict)
     media: MediaInfo | None = None  # video and audio: what the sandboxed probe found
     sequence: bool = False  # HEIF/AVIF: an image sequence (pictures in a track, 'avis', 'msf1')
+    decoder: str = LIBVIPS  # who decodes it: LIBVIPS, PILLOW_HEIF or PILLOW_AVIF
 
 
 def sniff(head: bytes) -> str | None:
@@ -82,8 +89,10 @@ def sniff(head: bytes) -> str | None:
         return "pdf"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
+    if head[:4] in (b"II*\x00", b"MM\x00*") or head.startswith(_OTHER_RAW_MAGIC):
+        return tiff_kind(head)
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+        return "jxl"
     if head.startswith(b"\x7fELF") or head.startswith(b"MZ"):
         return "executable"
     text = head.lstrip().lower()
@@ -96,8 +105,24 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def validate(data: bytes, limits: Limits = Limits()) -> Validated:
-    """Accept an allowed format within limits, reading headers only; raise Rejected otherwise."""
+_OTHER_RAW_MAGIC = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW")
+
+# Recognised only to say why not.
+_REFUSED = {
+    "jxl": "JPEG XL is not accepted: this libvips build has no JPEG XL decoder (jxlload); "
+           "convert it to JPEG, PNG or AVIF",
+    **{kind: f"camera RAW ({name}) is not accepted: a RAW file is sensor data that needs "
+             "developing (white balance, exposure, demosaicing); export a JPEG, HEIC or PNG "
+             "from the camera or the editor" for kind, name in RAW_FORMATS.items()},
+}
+
+
+def validate(data: bytes, limits: Limits = Limits(), foreign: bool = True) -> Validated:
+    """Accept an allowed format within limits, reading headers only; raise Rejected otherwise.
+
+    ``foreign=False`` refuses images that only a sandboxed library decodes here (HEIC
+    through pillow-heif, AVIF sequences through Pillow): for callers already in a sandbox.
+    """
     if not data:
         raise Rejected("empty", "the file is empty")
     if len(data) > limits.max_bytes:
@@ -106,33 +131,110 @@ def validate(data: bytes, limits: Limits = Limits()) -> Validated:
     if kind is None:
         raise Rejected("unsupported_type", "the bytes are not a format Mediafarm recognises")
     if kind in IMAGE_FORMATS:
-        return _validate_image(data, kind, limits)
+        return _validate_image(data, kind, limits, foreign)
     if kind in MEDIA_FORMATS:
         return _validate_media(data, kind)
-    raise Rejected("unsupported_type", f"{kind} files are not accepted")
+    raise Rejected("unsupported_type", _REFUSED.get(kind, f"{kind} files are not accepted"))
 
 
-def _validate_image(data: bytes, kind: str, limits: Limits) -> Validated:
-    try:
-        # Header only: libvips reads dimensions and page count without decoding pixels.
-        header = pyvips.Image.new_from_buffer(data, "", access="sequential")
-        width, height = header.width, header.height
-        frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
-        loader = header.get("vips-loader") if header.get_typeof("vips-loader") else ""
-    except pyvips.Error as exc:
-        raise Rejected("corrupt", f"the {kind} header cannot be read: {error_text(exc)}") from exc
-    if not loader.startswith(_LOADER_PREFIX[kind]):
+def _validate_image(data: bytes, kind: str, limits: Limits, foreign: bool) -> Validated:
+    sequence = _image_sequence(data)
+    if _sequence_decoder(kind, sequence) == PILLOW_AVIF:
+        return _validate_foreign(data, kind, PILLOW_AVIF, limits, foreign, {}, sequence)
+    header, loader = read_header(data, kind)
+    if not loader.startswith(_LOADERS[kind]):
         # The magic number and libvips disagree: a polyglot. Trust neither.
         raise Rejected("unsupported_type", f"the file starts as {kind} but libvips reads it "
                        f"with {loader or 'no loader'}")
+    metadata = image_metadata(header)
+    width, height, frames = header.width, header.height, metadata["frames"]
+    decoder = LIBVIPS
+    if loader.startswith("heifload"):
+        # Top-level images are a collection (Apple's multi-image files, layered grids), not
+        # frames: the primary one is the photo. Sequences are pictures in a track instead.
+        metadata["images"], metadata["frames"], frames = frames, 1, 1
+        decoder = _heif_decoder(header)
+    if loader.startswith("uhdrload"):
+        # Android's UltraHDR: the SDR base is rendered; the HDR gain map is not published.
+        metadata["gain_map"] = True
+    check_picture(width, height, frames, limits)
+    if decoder != LIBVIPS:
+        return _validate_foreign(data, kind, decoder, limits, foreign, metadata, sequence)
+    return Validated(kind, IMAGE_FORMATS[kind], "image", width, height, frames, metadata,
+                     sequence=sequence)
+
+
+def read_header(data: bytes, kind: str) -> tuple[pyvips.Image, str]:
+    """libvips' header of the file, without decoding pixels, and the loader that read it.
+
+    A HEIF file's header is its primary image's, which need not be the first.
+    """
+    try:
+        header = pyvips.Image.new_from_buffer(data, "", access="sequential")
+        loader = header.get("vips-loader") if header.get_typeof("vips-loader") else ""
+        if loader.startswith("heifload") and header.get_typeof("heif-primary"):
+            primary = header.get("heif-primary")
+            if primary:
+                header = pyvips.Image.new_from_buffer(data, "", access="sequential", page=primary)
+        return header, loader
+    except pyvips.Error as exc:
+        raise Rejected("corrupt", f"the {kind} header cannot be read: {error_text(exc)}") from exc
+
+
+def check_picture(width: int, height: int, frames: int, limits: Limits) -> None:
+    """Rejected ``over_limit`` when a picture's header figures exceed ``limits``."""
     if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
         raise Rejected("over_limit", f"{width}x{height} exceeds the pixel limits "
                        f"({limits.max_side} per side, {limits.max_pixels} in all)")
     if frames > limits.max_frames or frames * width * height > limits.max_total_pixels:
         raise Rejected("over_limit", f"{frames} frames of {width}x{height} exceed the animation "
                        f"limits ({limits.max_frames} frames, {limits.max_total_pixels} pixels)")
-    return Validated(kind, IMAGE_FORMATS[kind], "image", width, height, frames,
-                     image_metadata(header), sequence=_image_sequence(data))
+
+
+def image_decoder(data: bytes) -> str:
+    """Who decodes these image bytes (``Validated.decoder``), from the ftyp box and libvips'
+    header only; a header libvips cannot read is left to libvips to refuse."""
+    kind = sniff(data[:MAX_FTYP_BYTES])
+    decoder = _sequence_decoder(kind, _image_sequence(data))
+    if decoder == LIBVIPS and kind in ("heif", "avif"):
+        try:
+            return _heif_decoder(read_header(data, kind)[0])
+        except Rejected:
+            return LIBVIPS
+    return decoder
+
+
+def _sequence_decoder(kind: str | None, sequence: bool) -> str:
+    # libvips' HEIF loader reads image items only, and opens no file whose major brand is 'avis'.
+    if kind == "avif" and sequence and capabilities.PILLOW_AVIS in capabilities.decoders():
+        return PILLOW_AVIF
+    return LIBVIPS
+
+
+def _heif_decoder(header: pyvips.Image) -> str:
+    """libvips where it decodes the primary image's coding here, else pillow-heif for HEVC."""
+    coding = header.get("heif-compression") if header.get_typeof("heif-compression") else ""
+    have = capabilities.decoders()
+    if coding != "hevc" or capabilities.LIBVIPS_HEVC in have:
+        return LIBVIPS
+    if capabilities.PILLOW_HEIF_HEVC in have:
+        return PILLOW_HEIF
+    raise Rejected("unsupported_type", "HEVC-coded HEIF (HEIC) cannot be decoded here: neither "
+                   "this libvips nor pillow-heif has an HEVC decoder")
+
+
+def _validate_foreign(data: bytes, kind: str, decoder: str, limits: Limits, foreign: bool,
+                      metadata: dict, sequence: bool) -> Validated:
+    """The header as the decoding library reads it, in the sandbox, limits checked there."""
+    if not foreign:
+        raise Rejected("unsupported_type", f"this {kind} needs {decoder}, which runs only in "
+                       "the sandbox")
+    from pipelines.transform import pillow_decode
+
+    found = pillow_decode.probe(data, decoder, limits)
+    metadata = {**metadata, **found.metadata()}
+    return Validated(kind, IMAGE_FORMATS[kind], "image", found.width, found.height, found.frames,
+                     metadata, sequence=sequence, decoder=decoder)
 
 
 def _image_sequence(data: bytes) -> bool:
@@ -159,8 +261,10 @@ def check_decode_bytes(frames: int, width: int, height: int, pixel_bytes: int,
     return need
 
 
-_LOADER_PREFIX = {"jpeg": "jpegload", "png": "pngload", "webp": "webpload", "gif": "gifload",
-                  "avif": "heifload", "heif": "heifload"}
+# The loaders libvips may pick for each sniffed format. UltraHDR and MPO are JPEGs with more
+# pictures after the first; libvips 8.18 reads those with a gain map through uhdrload.
+_LOADERS = {"jpeg": ("jpegload", "uhdrload"), "png": ("pngload",), "webp": ("webpload",),
+            "gif": ("gifload",), "avif": ("heifload",), "heif": ("heifload",)}
 
 
 def _validate_media(data: bytes, kind: str) -> Validated:

@@ -20,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
+import PIL.ImageCms
 import PIL.PngImagePlugin
+import pillow_heif
 import pyvips
 
 from cluster.samples import EICAR, scene
@@ -272,6 +275,152 @@ def _jpeg_with_exif() -> bytes:
     image.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Make", "SecretCam")
     image.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Artist", "Private Person")
     return image.jpegsave_buffer(Q=85)
+
+
+# --- what phones, cameras and recorders make: each must end ready, from the right picture ----------
+# Made with the encoders of the formats' own libraries. ``CAMERA_REFERENCES`` says how the
+# producing library itself decodes each (upright, the picture a viewer shows), to compare with.
+
+
+def pil_scene(width: int, height: int, seed: int) -> PIL.Image.Image:
+    image = scene(width, height, seed)
+    return PIL.Image.fromarray(np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8,
+                                          shape=(image.height, image.width, image.bands)))
+
+
+def heic(width: int = 800, height: int = 600, seed: int = 11, **save) -> bytes:
+    """An HEVC-coded HEIF (pillow-heif's x265 encoder)."""
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(pil_scene(width, height, seed)).save(buffer, quality=85, **save)
+    return buffer.getvalue()
+
+
+def heic_display_p3() -> bytes:
+    """As iPhones write: HEVC, Display P3 pixels and their ICC profile (libvips' own P3)."""
+    p3 = scene(800, 600, 10).icc_transform("p3", input_profile="srgb")
+    picture = pil_scene(800, 600, 10)
+    pixels = np.ndarray(buffer=p3.write_to_memory(), dtype=np.uint8, shape=(600, 800, 3))
+    picture.frombytes(pixels.tobytes())
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(picture).save(buffer, quality=85,
+                                          icc_profile=bytes(p3.get("icc-profile-data")))
+    return buffer.getvalue()
+
+
+def heic_rotated() -> bytes:
+    """As a phone held upright writes it: pixels stored landscape, an ``irot`` box turning
+    them upright, and EXIF orientation 6 as well, which libheif's readers must not apply again."""
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    data = heic(seed=12, exif=exif.tobytes())
+    assert b"irot" in data and pillow_heif.open_heif(io.BytesIO(data)).size == (600, 800)
+    return data
+
+
+def heic_multi_image() -> bytes:
+    """Several top-level images of different sizes, the second primary, the first with a thumbnail
+    (Apple's multi-image files; grids with layers): only the primary is the photo."""
+    first, second = pil_scene(400, 300, 13), pil_scene(640, 480, 14)
+    container = pillow_heif.from_pillow(first)
+    container.add_from_pillow(second)
+    container[0].info["thumbnails"] = [96]
+    buffer = io.BytesIO()
+    container.save(buffer, quality=85, primary_index=1)
+    return buffer.getvalue()
+
+
+def heic_grid(width: int = 1200, height: int = 900, tile: int = 256) -> bytes:
+    """A grid of tiles, as iPhones store every photo (512-pixel tiles)."""
+    return heic(width, height, seed=15, tile_size=tile)
+
+
+def ultrahdr() -> bytes:
+    """Android's UltraHDR: an SDR JPEG with a gain map (libvips' uhdrsave, from HDR pixels)."""
+    return (scene(800, 600, 16).colourspace("scrgb") * 1.5).uhdrsave_buffer(Q=90)
+
+
+def mpo() -> bytes:
+    """A multi-picture JPEG (stereo cameras and many compacts): the first picture is the photo."""
+    buffer = io.BytesIO()
+    pil_scene(800, 600, 17).save(buffer, "MPO", save_all=True, quality=90,
+                                 append_images=[pil_scene(800, 600, 18)])
+    return buffer.getvalue()
+
+
+def avif_sequence(frames: int = 4) -> bytes:
+    """An AVIF image sequence ('avis'), written by Pillow's libavif."""
+    pictures = [pil_scene(480, 360, 20 + i) for i in range(frames)]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, "AVIF", save_all=True, append_images=pictures[1:], duration=120,
+                     quality=80)
+    return buffer.getvalue()
+
+
+def avif_multi_image() -> bytes:
+    """Two top-level AV1 images (libvips' heifsave writes each page as one): the primary is the photo."""
+    pages = [scene(480, 360, 22), scene(480, 360, 23)]
+    strip = pyvips.Image.arrayjoin(pages, across=1).copy()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 360)
+    return strip.heifsave_buffer(compression="av1", Q=80)
+
+
+def _pillow_reference(data: bytes) -> np.ndarray:
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        return _in_srgb(image)  # the first frame, the primary picture
+
+
+def _heif_reference(data: bytes) -> np.ndarray:
+    # libheif applies irot/imir; the primary image is what open_heif's attributes describe.
+    return _in_srgb(pillow_heif.open_heif(io.BytesIO(data)).to_pillow())
+
+
+def _in_srgb(image: PIL.Image.Image) -> np.ndarray:
+    """RGB pixels in sRGB, through the embedded profile (LittleCMS, by Pillow) when there is one."""
+    image = image.convert("RGB")
+    profile = image.info.get("icc_profile")
+    if profile:
+        image = PIL.ImageCms.profileToProfile(image, PIL.ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                              PIL.ImageCms.createProfile("sRGB"))
+    return np.asarray(image)
+
+
+CAMERA_REFERENCES: dict[str, Callable[[bytes], np.ndarray]] = {
+    "iphone.heic": _heif_reference,
+    "iphone-upright.heic": _heif_reference,
+    "multi-image.heic": _heif_reference,
+    "grid.heic": _heif_reference,
+    "android-ultrahdr.jpg": _pillow_reference,
+    "stereo.mpo": _pillow_reference,
+    "sequence.avif": _pillow_reference,
+    "multi-image.avif": _pillow_reference,
+}
+for _name, _make in (("iphone.heic", heic_display_p3), ("iphone-upright.heic", heic_rotated),
+                     ("multi-image.heic", heic_multi_image), ("grid.heic", heic_grid),
+                     ("android-ultrahdr.jpg", ultrahdr), ("stereo.mpo", mpo),
+                     ("sequence.avif", avif_sequence), ("multi-image.avif", avif_multi_image)):
+    register(case(_name, "ready")(_make))
+
+
+def heic_claiming(grid: tuple[int, int] | None = None, tiles: tuple[int, int] | None = None) -> bytes:
+    """A real 5x4 grid of 256-pixel tiles whose header claims other sizes (its ``ispe`` boxes):
+    the grid's own (the picture), or every tile's (decoded whole, then cut to the grid)."""
+    data = heic_grid()
+    for (width, height), claim in (((1200, 900), grid), ((256, 256), tiles)):
+        if claim is not None:
+            old = b"ispe" + bytes(4) + struct.pack(">II", width, height)
+            assert data.count(old) == 1
+            data = data.replace(old, b"ispe" + bytes(4) + struct.pack(">II", *claim))
+    return data
+
+
+# A few hundred KB: the grid claims 40000x40000, or its 20 tiles 8192x8192 each (1.3 gigapixels
+# decoded for a 1200x900 picture); both are refused from the header, before a tile is decoded.
+register(case("heic-huge-grid.heic", "rejected", "over_limit")(
+    lambda: heic_claiming(grid=(40000, 40000))))
+register(case("heic-huge-tiles.heic", "rejected", "over_limit")(
+    lambda: heic_claiming(tiles=(8192, 8192))))
+# Its header reads; the coded picture it points at is cut off.
+register(case("truncated.heic", "rejected", "corrupt")(lambda: heic()[:250_000]))
 
 
 def write_corpus(folder: Path) -> dict[str, Case]:

@@ -15,7 +15,9 @@ from cluster.farm import Farm
 from cluster.local_clamd import start_clamd
 from tests.conftest import SIGNATURES, make_settings
 from tests.services.postgres import scratch_database
-from tests.corpus.generate import CASES, CLAMD_STREAM_LIMIT, CORPUS_LIMITS, SCRIPT, write_corpus
+from tests.corpus.generate import (CAMERA_REFERENCES, CASES, CLAMD_STREAM_LIMIT, CORPUS_LIMITS,
+                                   SCRIPT, write_corpus)
+from tests.corpus.pictures import assert_same_picture, decoded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,6 +28,7 @@ class CorpusRun:
     farm: Farm
     workers_before: dict
     workers_after: dict
+    files: Path
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def corpus_run(tmp_path_factory, pg_server, dask_client):
                 before = _workers(dask_client)
                 results = farm.ingest([str(root / "files" / name) for name in cases]).wait()
                 yield CorpusRun({Path(r["source"]).name: r for r in results}, farm, before,
-                                _workers(dask_client))
+                                _workers(dask_client), root / "files")
     finally:
         clamd.stop()
 
@@ -83,9 +86,24 @@ def test_only_files_that_passed_scan_and_validate_reach_the_originals_store(corp
             StageRun.stage == "hash", StageRun.status == "ok")).scalars()}
     assert set(corpus_run.farm.stores["originals"].digests()) == hashed
     # Truncated JPEG and PNG headers still read, so they are hashed and kept; decode rejects them.
-    expected = {"truncated.jpg", "truncated.png"} | {
+    expected = {"truncated.jpg", "truncated.png", "truncated.heic"} | {
         c.name for c in CASES if c.status == "ready"}
     assert {name for name, r in corpus_run.results.items() if r["sha256"]} == expected
+
+
+@pytest.mark.parametrize("name", CAMERA_REFERENCES)
+def test_what_phones_and_cameras_make_renders_the_right_picture(corpus_run, name):
+    """Every default preset of every class: the producing library's decode, upright, shrunk."""
+    result = corpus_run.results[name]
+    assert result["status"] == "ready" and len(result["renditions"]) == 4, result
+    reference = CAMERA_REFERENCES[name]((corpus_run.files / name).read_bytes())
+    for rendition in result["renditions"]:
+        pixels = decoded(corpus_run.farm.stores["renditions"].get(rendition["sha256"]))
+        assert pixels.shape[:2] == (rendition["height"], rendition["width"])
+        if rendition["preset"] == "thumb":  # cover: the centre of the picture, square
+            assert pixels.shape[:2] == (150, 150)
+            continue
+        assert_same_picture(pixels, reference)
 
 
 def test_infected_files_go_to_quarantine_only(corpus_run):
