@@ -445,13 +445,15 @@ def test_documented_duckdb_sql_runs_and_agrees_with_the_pyarrow_views(sqlite_url
                                                                       monkeypatch):
     catalog = Catalog(sqlite_url)
     populate(catalog)
-    export(catalog, str(tmp_path / "export"))
+    export(catalog, str(tmp_path / "exports"))
     change(catalog)
-    export(catalog, str(tmp_path / "export"))
-    monkeypatch.chdir(tmp_path)  # the documented SQL reads export/ relative to where it runs
+    export(catalog, str(tmp_path / "exports"))
+    monkeypatch.chdir(tmp_path)  # the documented SQL reads exports/ relative to where it runs
 
     setup, *queries = _sql_blocks()
     assert "CREATE VIEW assets" in setup and len(queries) == 6
+    # The SQL reads where the documented command writes.
+    assert "mediafarm export --to exports/" in DOCS.read_text() and "'exports/" in setup
     views = [analytics.storage_by_store, analytics.bytes_saved, analytics.stage_throughput,
              analytics.failure_classes, analytics.scan_results, None]
     with duckdb.connect() as db:
@@ -464,7 +466,7 @@ def test_documented_duckdb_sql_runs_and_agrees_with_the_pyarrow_views(sqlite_url
             if view is None:
                 assert sum(r["renditions"] for r in rows) == 4  # image renditions, every state
                 continue
-            expected = view(str(tmp_path / "export")).to_pylist()
+            expected = view(str(tmp_path / "exports")).to_pylist()
             assert names == list(expected[0]), query
             assert _normalise(rows) == _normalise(expected), query
         # The views keep the latest state: one row per asset.
