@@ -62,14 +62,20 @@ class Progress:
     def _render(self, done: int, total: int | None, counts: Counter):
         from IPython.display import HTML
 
-        rate = done / max(time.monotonic() - self.started, 1e-9)
+        finished = total is not None and done >= total
         summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        width = f"{100 * done / total:.0f}%" if total else "0%"
-        return HTML(
-            f'<div style="font-family:monospace">{done}/{total or "?"} {html.escape(self.label)}'
-            f" &middot; {html.escape(summary) or 'starting'} &middot; {rate:.1f}/s"
+        if not summary:  # nothing settled in this run: all was done before, or it just began
+            summary = "nothing to redo" if finished else "starting"
+        rate = "" if not counts else \
+            f" &middot; {sum(counts.values()) / max(time.monotonic() - self.started, 1e-9):.1f}/s"
+        # With no total yet (a manifest still being read) there is no bar to draw, only counts.
+        bar = "" if total is None else (
             f'<div style="background:#ddd;width:320px;height:6px">'
-            f'<div style="background:#3a7;width:{width};height:6px"></div></div></div>')
+            f'<div style="background:#3a7;width:{100 * done / max(total, 1):.0f}%;height:6px">'
+            f"</div></div>")
+        return HTML(
+            f'<div style="font-family:monospace">{done}/{total if total is not None else "?"} '
+            f"{html.escape(self.label)} &middot; {html.escape(summary)}{rate}{bar}</div>")
 
 
 def results_frame(results: Iterable[dict]):
