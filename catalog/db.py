@@ -9,8 +9,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_EXAMPLES = "postgresql://USER@HOST/DATABASE or sqlite:///PATH (MEDIAFARM_CATALOG_URL, catalog_url)"
+
+
+class CatalogURLError(ValueError):
+    """A catalog URL that cannot work: not a URL, an unknown database, or its driver missing."""
 
 
 def normalise_url(url: str) -> str:
@@ -24,7 +30,31 @@ def normalise_url(url: str) -> str:
 @cache
 def connect(url: str) -> Engine:
     """One engine per URL and process (workers reuse it across tasks)."""
-    url = normalise_url(url)
+    try:
+        return _engine(normalise_url(url))
+    except (ArgumentError, ImportError) as exc:
+        raise CatalogURLError(f"the catalog URL {hide_password(url)!r} {_url_problem(exc)} "
+                              f"use {_EXAMPLES}") from exc
+
+
+def _url_problem(error: Exception) -> str:
+    if isinstance(error, NoSuchModuleError):  # an ArgumentError too
+        return "names a database SQLAlchemy does not know;"
+    if isinstance(error, ImportError):  # the dialect is SQLAlchemy's, its driver is missing
+        return f"needs the database driver {error.name}, which is not installed: install it, or"
+    return "is not a database URL;"
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password masked, even where it does not parse as a URL."""
+    head, at, host = url.rpartition("@")
+    scheme_end = head.find("//")
+    start = scheme_end + 2 if scheme_end >= 0 else 0
+    user, colon, _ = head[start:].partition(":")
+    return f"{head[:start]}{user}:***@{host}" if at and colon else url
+
+
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":

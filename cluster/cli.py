@@ -4,45 +4,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 
+from cluster import logs
+from cluster.cli_errors import explain
+from cluster.cli_options import add_global_options
 from cluster.config import load_settings
+from cluster.interrupt import summary
 from cluster.progress import CommandProgress
 from cluster.report import print_hints, print_job_outcome, print_reencode, print_table
-from cluster.sources import SourceError, expand
+from cluster.sources import expand
 from pipelines.recipe import load_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    # Dask narrates every worker start and stop at INFO; users want the results.
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    logs.configure(args.verbosity)
     try:
         return args.run(args)
-    except (SourceError, FileNotFoundError, ValueError) as exc:
-        print(f"mediafarm: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        # The cluster or the catalog went away: one line saying so, and that a re-run
-        # finishes the job, not a traceback. (Imported here: both pull in heavy modules.)
-        from catalog.retry import CatalogUnavailable
-        from cluster.bulk import ClusterLost
-        if not isinstance(exc, (CatalogUnavailable, ClusterLost)):
+    except KeyboardInterrupt as interrupt:  # the cluster is stopped on the way out
+        print(f"mediafarm: {summary(interrupt)}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        failure = explain(exc)
+        if failure is None:
             raise
-        print(f"mediafarm: {exc}", file=sys.stderr)
-        return 1
+        print(f"mediafarm: {failure[0]}", file=sys.stderr)
+        return failure[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return add_global_options(_parser()).parse_args(argv)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediafarm", description=__doc__)
-    parser.add_argument("--config", help="YAML configuration file (default: $MEDIAFARM_CONFIG)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     ingest = commands.add_parser("ingest", help="run files, folders or fsspec URLs through the farm")
@@ -322,12 +321,11 @@ def _serve(args: argparse.Namespace) -> int:
     from cluster.service import load_api_config
     from cluster.slow_clients import TrustedProxies, guarded_protocol
 
-    settings = load_settings(config_file=args.config)
+    settings = _settings(args)
     recipe = load_recipe(args.recipe) if args.recipe else None
     config = load_api_config(settings)
     app = create_app(lambda: Farm(settings, scheduler_address=args.scheduler, n_workers=args.workers),
                      config, recipe)
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # set again: importing Dask resets it
     trusted = TrustedProxies(config.trusted_proxies)
     # X-Forwarded-For is believed only from configured proxies (uvicorn's own default trusts
     # 127.0.0.1, which would let any local client pick its rate-limit address).
@@ -378,10 +376,10 @@ def _show(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     summaries, renditions = show.lookup(_open_catalog(settings), settings, args.asset, args.owner)
-    for index, summary in enumerate(summaries):
+    for index, asset in enumerate(summaries):
         if index:
             print()
-        show.show(summary, renditions)
+        show.show(asset, renditions)
     return 0
 
 

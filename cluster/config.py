@@ -6,15 +6,20 @@ Defaults give the embedded set-up: a SQLite catalog and local stores under
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from pipelines.upload.scan import parse_clamd_url
 from pipelines.upload.validate import Limits
+
+log = logging.getLogger(__name__)
 
 STORE_NAMES = ("originals", "renditions", "quarantine", "buffer")
 GPU_MODES = ("auto", "off")
@@ -48,16 +53,41 @@ class Settings:
     # Where an own LocalCluster's dashboard listens: loopback by default, since it shows call
     # stacks, logs and task data to anyone who reaches it, with no authentication.
     dashboard_address: str = DEFAULT_DASHBOARD_ADDRESS
+    # How long joining a scheduler (--scheduler, DASK_SCHEDULER_ADDRESS) may take before
+    # the command gives up; Dask's own default is 30 s.
+    scheduler_timeout_s: float = 10.0
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
+# Variables read by other modules (the HTTP endpoint, the sandbox, benchmarks), which the
+# file does not take; and the test suite's own prefix.
+ENVIRONMENT_ONLY = (
+    "MEDIAFARM_API_MAX_UPLOAD_BYTES", "MEDIAFARM_API_CONTENT_TYPES", "MEDIAFARM_API_SOURCE_STORES",
+    "MEDIAFARM_API_INGEST_PREFIX", "MEDIAFARM_API_RATE_LIMIT", "MEDIAFARM_API_RATE_BURST",
+    "MEDIAFARM_API_URL_EXPIRES", "MEDIAFARM_API_SPOOL_DIR", "MEDIAFARM_PURGE_ORIGINALS_ON_DELETE",
+    "MEDIAFARM_SANDBOX_WARM", "MEDIAFARM_PHOTOS_DIR",
+)
+TEST_PREFIX = "MEDIAFARM_TEST_"
+_LIMITS = tuple(f.name for f in fields(Limits))
+# Keys of the file (and of Dask's `mediafarm:` section): the settings, and the limits both
+# on their own, as the environment names them, and under `limits:`.
+_FILE_KEYS = tuple(f.name for f in fields(Settings) if f.name != "limits") + _LIMITS + ("limits",)
+_STORE_KEYS = ("url", "options")
+_warned: set[str] = set()
+
+
 def load_settings(environ: Mapping[str, str] | None = None,
                   config_file: str | Path | None = None) -> Settings:
-    """Read settings: environment variables win over the YAML file, which wins over defaults."""
+    """Read settings: environment variables win over the YAML file, which wins over defaults.
+
+    Keys may be spelt with hyphens or underscores; an unknown key is a ValueError naming
+    it, and an unknown ``MEDIAFARM_*`` variable a logged warning.
+    """
     env = os.environ if environ is None else environ
+    _warn_unknown_environment(env)
     path = config_file or env.get("MEDIAFARM_CONFIG")
     # Dask's own config (a `mediafarm:` section in ~/.config/dask/*.yaml, or
     # DASK_MEDIAFARM__CATALOG_URL...) is the lowest layer, under our file and env.
@@ -74,22 +104,100 @@ def load_settings(environ: Mapping[str, str] | None = None,
         url = (env.get(f"MEDIAFARM_STORE_{name.upper()}_URL") or from_file.get("url")
                or (data_dir / "stores" / name).as_uri())
         options_text = env.get(f"MEDIAFARM_STORE_{name.upper()}_OPTIONS")
-        options = json.loads(options_text) if options_text else dict(from_file.get("options") or {})
+        options = (_json(f"MEDIAFARM_STORE_{name.upper()}_OPTIONS", options_text) if options_text
+                   else dict(from_file.get("options") or {}))
         stores[name] = StoreConfig(url, options)
+    file_limits = {**{k: v for k, v in file_values.items() if k in _LIMITS},
+                   **(file_values.get("limits") or {})}
     return Settings(
         data_dir=str(data_dir),
         catalog_url=pick("catalog_url", f"sqlite:///{data_dir / 'catalog.sqlite'}"),
-        clamd_url=pick("clamd_url", DEFAULT_CLAMD_URL),
+        clamd_url=_clamd_url(pick("clamd_url", DEFAULT_CLAMD_URL)),
         stores=stores,
         scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or file_values.get("scheduler_address"),
-        limits=_limits(env, file_values.get("limits") or {}),
+        limits=_limits(env, file_limits),
         split_after_s=float(pick("split_after_s", "120")),
         chunk_s=float(pick("chunk_s", "60")),
         catalog_retry_s=float(pick("catalog_retry_s", "60")),
         storage_retry_s=float(pick("storage_retry_s", "30")),
         gpu=_gpu_mode(pick("gpu", "auto")),
         dashboard_address=pick("dashboard_address", DEFAULT_DASHBOARD_ADDRESS),
+        scheduler_timeout_s=float(pick("scheduler_timeout_s", "10")),
     )
+
+
+def _environment_names() -> list[str]:
+    names = [f"MEDIAFARM_{name.upper()}" for name in _FILE_KEYS
+             if name not in ("stores", "limits", "scheduler_address")]
+    names += [f"MEDIAFARM_STORE_{store.upper()}_{key.upper()}"
+              for store in STORE_NAMES for key in _STORE_KEYS]
+    return names + ["MEDIAFARM_CONFIG", *ENVIRONMENT_ONLY]
+
+
+def known_environment(name: str) -> bool:
+    """Whether some part of Mediafarm reads the environment variable ``name``."""
+    return name.startswith(TEST_PREFIX) or name in _environment_names()
+
+
+def _warn_unknown_environment(env: Mapping[str, str]) -> None:
+    for name in sorted(env):
+        if name.startswith("MEDIAFARM_") and name not in _warned and not known_environment(name):
+            _warned.add(name)  # once per process, however often settings are read
+            hint = _near(name, [*_environment_names(), "DASK_SCHEDULER_ADDRESS"])
+            log.warning("unknown environment variable %s is ignored%s", name, hint)
+
+
+def _near(word: str, candidates: Collection[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _checked(section: object, allowed: Collection[str], source: str, where: str) -> dict:
+    """``section`` with its keys' hyphens read as underscores; an unknown key is an error."""
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{source}: expected a mapping at {where or 'the top'}, got {section!r}")
+    checked = {}
+    for key, value in section.items():
+        name = str(key).replace("-", "_")
+        if name not in allowed:
+            dotted = f"{where}.{key}" if where else str(key)
+            variable = f"MEDIAFARM_{name.upper()}"
+            if variable in ENVIRONMENT_ONLY:
+                raise ValueError(f"{source}: {key!r} is read from the environment only; "
+                                 f"set {variable} instead")
+            raise ValueError(f"{source}: unknown key {dotted!r}{_near(name, allowed)}")
+        checked[name] = value
+    return checked
+
+
+def _section(values: object, source: str, prefix: str = "") -> dict:
+    """The ``mediafarm`` settings of a file or of Dask's config, checked and normalised."""
+    def where(*keys: str) -> str:
+        return ".".join(filter(None, (prefix, *keys)))
+
+    section = _checked(values, _FILE_KEYS, source, prefix)
+    if section.get("limits") is not None:
+        section["limits"] = _checked(section["limits"], _LIMITS, source, where("limits"))
+    stores = _checked(section.get("stores") or {}, STORE_NAMES, source, where("stores"))
+    # A store's options are fsspec's own keywords: passed on as written.
+    section["stores"] = {name: _checked(store or {}, _STORE_KEYS, source, where("stores", name))
+                         for name, store in stores.items()}
+    return section
+
+
+def _json(variable: str, text: str) -> dict:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{variable} is not JSON ({exc})") from None
+
+
+def _clamd_url(text: str) -> str:
+    try:
+        parse_clamd_url(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (MEDIAFARM_CLAMD_URL, clamd_url)") from None
+    return text
 
 
 def _gpu_mode(text: str) -> str:
@@ -102,7 +210,7 @@ def _gpu_mode(text: str) -> str:
 def _limits(env: Mapping[str, str], from_file: dict) -> Limits:
     """``MEDIAFARM_MAX_BYTES``, ``_MAX_PIXELS``... override ``limits:`` in the file."""
     values = {}
-    for name in Limits.__dataclass_fields__:
+    for name in _LIMITS:
         text = env.get(f"MEDIAFARM_{name.upper()}") or from_file.get(name)
         if text is not None:
             values[name] = int(text)
@@ -113,14 +221,13 @@ def _dask_section() -> dict:
     import dask.config
 
     section = dask.config.get("mediafarm", default={}) or {}
-    return {key.replace("-", "_"): value for key, value in section.items()}
+    return _section(section, "Dask config", "mediafarm") if section else {}
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"configuration file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    section = data.get("mediafarm", data)
-    if not isinstance(section, dict):
-        raise ValueError(f"{path}: expected a mapping under 'mediafarm:'")
-    return section
+    with path.open(encoding="utf-8") as stream:  # a stream: YAML errors then name the file
+        data = yaml.safe_load(stream) or {}
+    section = data.get("mediafarm", data) if isinstance(data, dict) else data
+    return _section(section or {}, str(path))

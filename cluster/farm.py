@@ -18,6 +18,7 @@ from cluster import reencode, script_workers, sources
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
 from cluster.graph import plan_asset, resubmit, submit_plan
+from cluster.interrupt import Interrupted, workers_ignore_ctrl_c
 from cluster.manifest import Manifest
 from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
                                 worker_deaths)
@@ -59,17 +60,22 @@ class Farm:
         if client is not None:
             self.client, self._owns_client = client, False
         elif address:
-            self.client, self._owns_client = Client(address), True
+            self.client, self._owns_client = _join(address, self.settings), True
         else:
             script_workers.install()  # a script without a __main__ guard must not hang
             # libvips threads would fight the one-process-per-core layout; keep each worker at one.
-            self._cluster = LocalCluster(
-                n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                processes=True, dashboard_address=self.settings.dashboard_address,
-                env={"VIPS_CONCURRENCY": "1"},
-                scheduler_kwargs={"allowed_failures": OWN_CLUSTER_ALLOWED_FAILURES})
+            with workers_ignore_ctrl_c():
+                self._cluster = LocalCluster(
+                    n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                    processes=True, dashboard_address=self.settings.dashboard_address,
+                    env={"VIPS_CONCURRENCY": "1"},
+                    scheduler_kwargs={"allowed_failures": OWN_CLUSTER_ALLOWED_FAILURES})
             self.client, self._owns_client = Client(self._cluster), True
-        self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))
+        try:
+            self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))
+        except BaseException:  # Ctrl-C included: stop what was started
+            self.close()
+            raise
         self._stores: dict[str, Store] | None = None
         self.isolation = Isolation(self.catalog, lambda: self.stores,
                                    self.settings.limits.max_bytes)
@@ -284,19 +290,37 @@ class Batch:
             if progress:
                 progress(done, total, counts)
 
-        for future in as_completed(list(self.futures.values())):
-            asset_id = by_future[future.key]
-            deaths = worker_deaths(future.exception()) if future.status == "error" else 0
-            if deaths:
-                suspects.append((asset_id, deaths))
-            else:
-                settle(asset_id, future.result)
-            # Let go of the result once read, before waiting for the next: a worker that
-            # died holding it would make Dask run the whole asset again behind our back.
-            del self.futures[asset_id], future
-        for asset_id, deaths in suspects:
-            settle(asset_id, partial(self.farm.retry_alone, self.jobs[asset_id], deaths))
+        try:
+            for future in as_completed(list(self.futures.values())):
+                asset_id = by_future[future.key]
+                deaths = worker_deaths(future.exception()) if future.status == "error" else 0
+                if deaths:
+                    suspects.append((asset_id, deaths))
+                else:
+                    settle(asset_id, future.result)
+                # Let go of the result once read, before waiting for the next: a worker that
+                # died holding it would make Dask run the whole asset again behind our back.
+                del self.futures[asset_id], future
+            for asset_id, deaths in suspects:
+                settle(asset_id, partial(self.farm.retry_alone, self.jobs[asset_id], deaths))
+        except KeyboardInterrupt:
+            raise Interrupted(done, total, counts) from None
         return self.farm.results(self.asset_ids)
+
+
+class SchedulerUnreachable(RuntimeError):
+    """No Dask scheduler answered at the address within ``Settings.scheduler_timeout_s``."""
+
+
+def _join(address: str, settings: Settings) -> Client:
+    timeout = settings.scheduler_timeout_s
+    try:
+        return Client(address, timeout=timeout)
+    except OSError as exc:  # refused, unresolvable, or timed out
+        raise SchedulerUnreachable(
+            f"no Dask scheduler answered at {address} within {timeout:g} s "
+            "(MEDIAFARM_SCHEDULER_TIMEOUT_S); start it, or fix --scheduler or "
+            "DASK_SCHEDULER_ADDRESS") from exc
 
 
 def _done(previous: dict | None, recipe_id: str) -> bool:

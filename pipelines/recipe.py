@@ -225,5 +225,5 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe file; YAML and JSON both parse (JSON is YAML)."""
     import yaml
 
-    text = Path(path).read_text()
-    return recipe_from_dict(yaml.safe_load(text))
+    with Path(path).open(encoding="utf-8") as stream:  # a stream: a YAML error names the file
+        return recipe_from_dict(yaml.safe_load(stream))

@@ -13,7 +13,7 @@ import re
 import socket
 import struct
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 import clamd
 
@@ -64,6 +64,19 @@ class _UnixClamd(clamd.ClamdUnixSocket):
             raise clamd.ConnectionError(self._error_message(exc)) from exc
 
 
+def parse_clamd_url(url: str) -> ParseResult:
+    """``url`` parsed if it is ``tcp://HOST:PORT`` or ``unix:///PATH``; else ValueError."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if (parsed.scheme == "tcp" and parsed.hostname and port) or (
+            parsed.scheme == "unix" and parsed.path):
+        return parsed
+    raise ValueError(f"clamd URL {url!r} is not tcp://HOST:PORT or unix:///PATH")
+
+
 class ClamdScanner:
     """A clamd reached at ``tcp://host:port`` or ``unix:///path``.
 
@@ -72,13 +85,11 @@ class ClamdScanner:
     """
 
     def __init__(self, url: str, timeout: float = 60.0) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme == "tcp" and parsed.hostname and parsed.port:
+        parsed = parse_clamd_url(url)
+        if parsed.scheme == "tcp":
             self._conn = _TcpClamd(parsed.hostname, parsed.port, timeout=timeout)
-        elif parsed.scheme == "unix" and parsed.path:
-            self._conn = _UnixClamd(parsed.path, timeout=timeout)
         else:
-            raise ValueError(f"clamd URL {url!r} is not tcp://HOST:PORT or unix:///PATH")
+            self._conn = _UnixClamd(parsed.path, timeout=timeout)
         self.url = url
 
     def version(self) -> tuple[str, str]:

@@ -14,12 +14,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_FILES = ("pyproject.toml", "README.md", "pipelines", "cluster", "catalog")
+PACKAGE_FILES = ("pyproject.toml", "README.md", "pipelines", "cluster", "catalog", "mediafarm")
 
 IMPORT_EVERY_MODULE = """
 import importlib, pkgutil, sys
 failed = []
-for top in ("pipelines", "cluster", "catalog"):
+for top in ("pipelines", "cluster", "catalog", "mediafarm"):
     for info in pkgutil.walk_packages(importlib.import_module(top).__path__, top + "."):
         if ".migrations" in info.name:
             continue  # Alembic's scripts, loaded by Alembic
@@ -52,3 +52,6 @@ def test_a_plain_install_imports_every_module_and_runs_the_command(tmp_path):
     command = subprocess.run([tmp_path / "venv" / "bin" / "mediafarm", "--help"], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=120)
     assert command.returncode == 0 and "ingest" in command.stdout, command.stderr
+    version = subprocess.run([python, "-m", "mediafarm", "--version"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("mediafarm 0."), version.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +120,85 @@ def test_an_ingest_prefix_in_a_folder_of_its_own_is_taken(tmp_path, prefix):
 def test_an_ingest_prefix_that_would_open_shared_objects_is_refused(tmp_path, prefix):
     with pytest.raises(ValueError, match="MEDIAFARM_API_INGEST_PREFIX"):
         load_api_config(_ingest_settings(tmp_path), {"MEDIAFARM_API_INGEST_PREFIX": prefix})
+
+
+# -- what a file or the environment may say, and what a typo gets -------------------------------
+
+def test_the_shipped_dask_config_file_is_read_with_its_hyphenated_keys(tmp_path):
+    deploy = Path(__file__).parents[2] / "deploy" / "dask.yaml"
+    settings = load_settings(environ={}, config_file=deploy)
+    assert settings.catalog_url == "postgresql://mediafarm@catalog.internal/mediafarm"
+    assert settings.stores["renditions"] == StoreConfig("r2://media-public/renditions",
+                                                        {"account_id": "ACCOUNT"})
+
+
+def test_hyphens_and_underscores_both_work_at_every_level(tmp_path):
+    path = tmp_path / "farm.yaml"
+    path.write_text("mediafarm:\n"
+                    "  catalog-url: sqlite:///x.sqlite\n"
+                    "  split_after-s: 30\n"
+                    "  limits: {max-side: 4000, max_pixels: 9000000}\n"
+                    "  stores:\n"
+                    "    originals: {url: 's3://o/p',\n"
+                    "                options: {client_kwargs: {region_name: r}}}\n")
+    settings = load_settings(environ={}, config_file=path)
+    assert settings.catalog_url == "sqlite:///x.sqlite"
+    assert settings.split_after_s == 30
+    assert (settings.limits.max_side, settings.limits.max_pixels) == (4000, 9000000)
+    # Storage options are fsspec's own keywords, passed on as written.
+    assert settings.stores["originals"] == StoreConfig("s3://o/p",
+                                                       {"client_kwargs": {"region_name": "r"}})
+
+
+@pytest.mark.parametrize("text, named, suggested", [
+    ("catalog_ulr: sqlite:///x", "catalog_ulr", "catalog_url"),
+    ("clamd-uri: tcp://c:3310", "clamd-uri", "clamd_url"),
+    ("stores: {originls: {url: 's3://o/p'}}", "stores.originls", "originals"),
+    ("stores: {originals: {ulr: 's3://o/p'}}", "stores.originals.ulr", "url"),
+    ("limits: {max_byte: 10}", "limits.max_byte", "max_bytes"),
+])
+def test_an_unknown_key_is_an_error_naming_it_and_the_near_match(tmp_path, text, named, suggested):
+    path = tmp_path / "farm.yaml"
+    path.write_text(f"mediafarm:\n  {text}\n")
+    with pytest.raises(ValueError) as error:
+        load_settings(environ={}, config_file=path)
+    message = str(error.value)
+    assert str(path) in message and repr(named) in message and repr(suggested) in message
+
+
+def test_a_key_only_the_environment_sets_is_refused_in_the_file_with_its_variable(tmp_path):
+    path = tmp_path / "farm.yaml"
+    path.write_text("api_rate_limit: 5\n")
+    with pytest.raises(ValueError, match="MEDIAFARM_API_RATE_LIMIT"):
+        load_settings(environ={}, config_file=path)
+
+
+def test_the_dask_config_section_is_checked_too(monkeypatch):
+    import dask.config
+
+    with dask.config.set({"mediafarm": {"catalog-url": "sqlite:///d.sqlite"}}):
+        assert load_settings(environ={}).catalog_url == "sqlite:///d.sqlite"
+    with dask.config.set({"mediafarm": {"catalog-ulr": "sqlite:///d.sqlite"}}), \
+            pytest.raises(ValueError, match="catalog-ulr.*catalog_url"):
+        load_settings(environ={})
+
+
+def test_an_unknown_mediafarm_variable_is_a_one_line_warning_with_the_near_match(caplog):
+    load_settings(environ={"MEDIAFARM_CATALOG_ULR": "sqlite:///x", "MEDIAFARM_API_RATE_LIMIT": "3",
+                           "MEDIAFARM_STORE_BUFFER_URL": "s3://b/p", "MEDIAFARM_MAX_SIDE": "10"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "MEDIAFARM_CATALOG_ULR" in warnings[0] and "MEDIAFARM_CATALOG_URL" in warnings[0]
+
+
+def test_every_mediafarm_variable_the_code_reads_is_known():
+    """A new MEDIAFARM_* variable must be added to the list, or users setting it get a warning."""
+    from cluster.config import known_environment
+
+    root = Path(__file__).parents[2]
+    names = {name for folder in ("cluster", "catalog", "pipelines", "tests", "benchmarks")
+             for path in (root / folder).rglob("*.py")
+             for name in re.findall(r"\bMEDIAFARM_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
+    names -= {"MEDIAFARM_STORE", "MEDIAFARM_API",  # prefixes
+              "MEDIAFARM_CATALOG_ULR"}  # the typo above
+    assert {n for n in names if not known_environment(n)} == set()

@@ -1,0 +1,1 @@
+"""``python -m mediafarm``: the ``mediafarm`` command (``cluster.cli``) under the project's name."""
