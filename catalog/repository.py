@@ -262,11 +262,15 @@ class Catalog:
                                 ).rowcount
 
     @retried
-    def release_claims(self, holder: str) -> None:
-        """Let go of ``holder``'s claims on assets it did not finish, e.g. when its run stops."""
+    def release_claims(self, holder: str, job_id: str | None = None) -> None:
+        """Let go of ``holder``'s claims on assets it did not finish (only those ``job_id``
+        queued, if given), e.g. when its run stops or its job fails."""
+        table = Asset.__table__
+        statement = update(table).where(table.c.claim_holder == holder)
+        if job_id is not None:
+            statement = statement.where(table.c.job_id == job_id)
         with self.engine.begin() as conn:
-            conn.execute(update(Asset.__table__).where(Asset.claim_holder == holder)
-                         .values(claim_holder=None, claim_expires_at=None))
+            conn.execute(statement.values(claim_holder=None, claim_expires_at=None))
 
     @retried
     def mark_processing_many(self, attempts: dict[str, int]) -> None:

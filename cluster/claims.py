@@ -55,9 +55,13 @@ class Lease:
             except Exception:  # noqa: BLE001 - try again next round; the lease has slack
                 log.warning("could not renew the claims of %s", self.holder, exc_info=True)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop renewing, and nothing else: what is held lapses in one lease."""
         self._stopped.set()
-        self._thread.join(timeout=30)
+
+    def stop(self) -> None:
+        self.halt()
+        self._thread.join(timeout=5)  # a renewal under way cannot undo the release below
         try:
             self.catalog.release_claims(self.holder)
         except Exception:  # noqa: BLE001 - unreleased claims lapse on their own

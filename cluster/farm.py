@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class Farm:
             self.client, self._owns_client = Client(self._cluster), True
         self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))
         self._lease = Lease(self.catalog, self.holder, claim_lease_s)
+        # A Farm dropped without close() stops renewing once collected: its claims lapse.
+        weakref.finalize(self, self._lease.halt)
         self._stores: dict[str, Store] | None = None
         self.isolation = Isolation(self.catalog, lambda: self.stores,
                                    self.settings.limits.max_bytes)
@@ -199,9 +202,11 @@ class Farm:
                 settled([], Counter(ended.values()))
                 partitions.finish()
         except BaseException:
-            # A bad manifest or a lost cluster: the job must not look as if it still ran.
+            # A bad manifest or a lost cluster: the job must not look as if it still ran,
+            # nor hold its unfinished assets from the run that finishes them.
             self.catalog.update_job(job_id, status="failed", submitted=submitted,
                                     skipped=skipped, counts=dict(counts))
+            self.catalog.release_claims(self.holder, job_id)
             raise
         del counts["skipped"]
         self.catalog.update_job(job_id, status="finished", submitted=submitted, skipped=skipped,

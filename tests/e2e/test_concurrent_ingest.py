@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -80,11 +82,11 @@ def farm(tmp_path, sqlite_url, clamd, dask_client):
         yield farm
 
 
-def _held_by_another_run(farm: Farm, folder: Path) -> list:
-    """Claim the folder's assets for a run that is not ``farm``, as it would when it starts."""
+def _held_by_another_run(farm: Farm, folder: Path, count: int = 2) -> list:
+    """Claim assets of the folder for a run that is not ``farm``, as it would when it starts."""
     recipe = DEFAULT_RECIPE.with_tools(tool_versions())
     farm.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
-    requests = expand([str(folder)], "default")[:2]
+    requests = expand([str(folder)], "default")[:count]
     claim = farm.catalog.claim(requests, recipe.id, "other-run", 3600, lambda row, r: True)
     assert set(claim.attempts) == {r.asset_id for r in requests}
     return requests
@@ -119,3 +121,27 @@ def test_a_crashed_runs_assets_are_taken_over_once_its_claims_lapse(farm, folder
     rows = farm.catalog.assets(ids)
     assert {(rows[a]["attempt"], rows[a]["claim_holder"]) for a in ids} == {(2, None)}
     assert _stage_attempts(farm, ids) == {2}
+
+
+def test_a_backfill_skips_assets_another_run_holds_and_counts_how_they_ended(farm, folder):
+    held = [r.asset_id for r in _held_by_another_run(farm, folder, count=3)]
+    job: dict = {}
+    backfill = threading.Thread(target=lambda: job.update(
+        farm.backfill(str(folder), job_id="claims-job", batch_size=4)))
+    backfill.start()
+    # Once the backfill has queued the rest, the other run ends its three.
+    deadline = time.monotonic() + 600
+    while farm.catalog.job_status("claims-job") is None or sum(
+            farm.catalog.job_status("claims-job")["assets"].values()) < IMAGES - len(held):
+        assert time.monotonic() < deadline and backfill.is_alive()
+        time.sleep(0.5)
+    for asset_id in held:
+        farm.catalog.record_stop(asset_id, 1, "rejected", "corrupt", "not an image", False)
+    backfill.join(timeout=600)
+    assert job["status"] == "finished"
+    assert job["counts"] == {"ready": IMAGES - len(held), "rejected": len(held)}
+    assert job["submitted"] == IMAGES - len(held)
+    assert _stage_attempts(farm, held) == set()  # the held assets never ran here
+    rows = farm.catalog.assets(expand([str(folder)], "default")[i].asset_id
+                               for i in range(IMAGES))
+    assert {r["attempt"] for r in rows.values()} == {1}

@@ -122,3 +122,13 @@ def test_runs_claiming_at_once_split_the_assets_without_overlap(catalog_url):
     rows = catalog.assets(r.asset_id for r in requests)
     assert {a: rows[a]["attempt"] for a in rows} == {
         r.asset_id: 2 if i % 2 == 0 else 1 for i, r in enumerate(requests)}
+
+
+def test_a_failed_job_lets_go_of_its_own_assets_only(catalog_url):
+    catalog = _catalog(catalog_url)
+    catalog.claim(REQUESTS[:2], "r1", "run-a", LEASE_S, _always, job_id="job-1")
+    catalog.claim(REQUESTS[2:], "r1", "run-a", LEASE_S, _always)  # e.g. uploads beside it
+    catalog.release_claims("run-a", "job-1")
+    claim = catalog.claim(REQUESTS, "r1", "run-b", LEASE_S, _always)
+    assert set(claim.attempts) == {"asset-0", "asset-1"}
+    assert set(claim.held) == {"asset-2", "asset-3"}
