@@ -9,7 +9,6 @@ event loop keeps streaming other uploads.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from anyio import CancelScope, to_thread
 from python_multipart.multipart import parse_options_header
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -30,9 +30,11 @@ from cluster import idempotency, owned, uploads
 from cluster.auth import Principal, authenticate
 from cluster.farm import Farm
 from cluster.http_errors import ApiError
+from cluster.json_body import parse_object
 from cluster.manifest import catalog_filter
 from cluster.openapi import document
 from cluster.service import ApiConfig, FarmService
+from cluster.slow_clients import BodyIdleTimeout
 from cluster.sources import asset_id as make_asset_id
 from pipelines.recipe import Recipe, recipe_from_dict
 
@@ -70,7 +72,8 @@ def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, ClientDisconnect: _gone,
-        Exception: _internal_error})
+        Exception: _internal_error},
+        middleware=[Middleware(BodyIdleTimeout, seconds=config.body_timeout_s)])
     app.state.config = config
     app.state.openapi = document(config)
     return app
@@ -110,15 +113,27 @@ def _service(request: Request) -> FarmService:
 
 
 async def _authorize(request: Request, scope: str) -> Principal:
-    """The caller's principal: 401 without a valid token, 429 over its rate, 403 without scope."""
+    """The caller's principal: 401 without a valid token, 429 over its rate, 403 without scope.
+
+    Failed authentications are budgeted per client address, and the budget is checked before
+    any catalog work, so guessing tokens costs the server no queries once it is spent. Only
+    failures are taken from it: many honest clients behind one address are limited by their
+    own tokens' buckets, not by each other (nor by their own concurrency).
+    """
     service = _service(request)
+    address = request.client.host if request.client else ""
+    wait = service.client_limiter.wait(address)
+    if wait:
+        raise ApiError(429, "rate_limited", "too many failed authentications from this address; "
+                       f"retry in {wait} s", {"Retry-After": str(wait)})
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token:  # nothing presented, nothing guessed
         raise ApiError(401, "unauthorized", "send a token: Authorization: Bearer <token>",
                        {"WWW-Authenticate": 'Bearer realm="mediafarm"'})
     principal = await to_thread.run_sync(authenticate, service.engine, token)
     if principal is None:
+        service.client_limiter.take(address)
         raise ApiError(401, "unauthorized", "the token is unknown or revoked",
                        {"WWW-Authenticate": 'Bearer realm="mediafarm", error="invalid_token"'})
     wait = service.limiter.take(principal.token_id)
@@ -165,14 +180,7 @@ async def _json_body(request: Request, *, required: bool = True) -> dict:
         return {}
     if media != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid_body", "the body must be a JSON object")
-    _no_nul(data)
-    return data
+    return parse_object(bytes(body))
 
 
 def _only(data: dict, allowed: set[str]) -> None:
@@ -199,21 +207,20 @@ def _path_id(request: Request, name: str, what: str) -> str:
     return value
 
 
-def _no_nul(value: object) -> None:
-    # PostgreSQL refuses NUL in text: refuse it here, as the client's mistake.
-    if isinstance(value, str) and "\x00" in value:
-        raise ApiError(422, "invalid_body", "text in the body must not contain NUL characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            _no_nul(item)
+def _url(request: Request, name: str, **params: str) -> str:
+    """An absolute URL on this API, from the configured public base or else the address the
+    server is bound to; never from the request's Host, which the client writes."""
+    base = _service(request).config.public_url or _bound_base(request.scope.get("server"))
+    return base + str(request.app.url_path_for(name, **params))
+
+
+def _bound_base(server: tuple[str, int] | None) -> str:
+    host, port = server or ("127.0.0.1", 80)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _accepted(request: Request, asset_id: str) -> dict:
-    return {"id": asset_id, "status_url": str(request.url_for("asset", asset_id=asset_id))}
+    return {"id": asset_id, "status_url": _url(request, "asset", asset_id=asset_id)}
 
 
 # -- assets -----------------------------------------------------------------------------------
@@ -293,7 +300,7 @@ async def get_asset(request: Request) -> Response:
     service = _service(request)
     body = await to_thread.run_sync(_asset_view, service, principal.owner,
                                     _path_id(request, "asset_id", "asset"),
-                                    lambda sha: str(request.url_for("rendition", sha256=sha)))
+                                    lambda sha: _url(request, "rendition", sha256=sha))
     return JSONResponse(body)
 
 
@@ -423,7 +430,7 @@ async def create_upload(request: Request) -> Response:
     return JSONResponse({
         "id": upload_id, "upload_url": url, "method": "PUT", "headers": headers,
         "expires_at": _iso(datetime.now(timezone.utc) + timedelta(seconds=expires)),
-        "complete_url": str(request.url_for("complete_upload", upload_id=upload_id)),
+        "complete_url": _url(request, "complete_upload", upload_id=upload_id),
     }, 201)
 
 
@@ -485,8 +492,7 @@ async def create_job(request: Request) -> Response:
             manifest = store.fs.unstrip_protocol(path)
         job_id = await to_thread.run_sync(partial(service.start_job, kind, recipe,
                                                   manifest=manifest, owner=owner))
-    return JSONResponse({"id": job_id, "status_url": str(request.url_for("job", job_id=job_id))},
-                        202)
+    return JSONResponse({"id": job_id, "status_url": _url(request, "job", job_id=job_id)}, 202)
 
 
 def _recipe(value: object, *, required: bool) -> Recipe | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import secrets
 import threading
 import time
@@ -22,6 +23,8 @@ from catalog.repository import utcnow
 
 SCOPES = ("submit", "read", "admin")
 TOKEN_PREFIX = "mf_"
+# What create_token makes: the prefix and 32 random bytes in URL-safe base64 (43 characters).
+_TOKEN_SHAPE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,11 @@ def list_tokens(engine: Engine) -> list[dict]:
 
 
 def authenticate(engine: Engine, token: str) -> Principal | None:
-    """The live token's principal, or None for an unknown or revoked token."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+    """The live token's principal, or None for an unknown or revoked token.
+
+    A token that create_token cannot have made is refused without a catalog query.
+    """
+    if not _TOKEN_SHAPE.fullmatch(token):
         return None
     with engine.connect() as conn:
         row = conn.execute(select(ApiToken.id, ApiToken.owner, ApiToken.scopes)
@@ -93,12 +99,14 @@ def authenticate(engine: Engine, token: str) -> Principal | None:
 
 
 class RateLimiter:
-    """A token bucket per API token, in this process's memory.
+    """A token bucket per key (an API token, a client address), in this process's memory.
 
-    Each token may make ``burst`` requests at once and ``rate`` a second after
+    Each key may make ``burst`` requests at once and ``rate`` a second after
     that. ``take`` answers 0 when the request may go ahead, else the seconds to
-    wait before retrying.
+    wait before retrying; ``wait`` answers the same without taking anything.
     """
+
+    PRUNE_AT = 100_000  # keys held before full buckets (the same as no entry) are dropped
 
     def __init__(self, rate: float, burst: int) -> None:
         if rate <= 0 or burst < 1:
@@ -106,14 +114,34 @@ class RateLimiter:
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
         self._lock = threading.Lock()
+        self._prune_at = self.PRUNE_AT
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - last) * self.rate)
 
     def take(self, key: str, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if len(self._buckets) >= self._prune_at:
+                self._prune(now)
+            tokens = self._tokens(key, now)
             if tokens >= 1:
                 self._buckets[key] = (tokens - 1, now)
                 return 0
             self._buckets[key] = (tokens, now)
-            return max(1, math.ceil((1 - tokens) / self.rate))
+            return self._seconds_to_one(tokens)
+
+    def wait(self, key: str, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens = self._tokens(key, now)
+        return 0 if tokens >= 1 else self._seconds_to_one(tokens)
+
+    def _seconds_to_one(self, tokens: float) -> int:
+        return max(1, math.ceil((1 - tokens) / self.rate))
+
+    def _prune(self, now: float) -> None:
+        # Many addresses (IPv6 has plenty) must not grow the table without end.
+        self._buckets = {k: v for k, v in self._buckets.items() if self._tokens(k, now) < self.burst}
+        self._prune_at = max(self.PRUNE_AT, 2 * len(self._buckets))

@@ -319,14 +319,22 @@ def _serve(args: argparse.Namespace) -> int:
     from cluster.api import create_app
     from cluster.farm import Farm
     from cluster.service import load_api_config
+    from cluster.slow_clients import TrustedProxies, guarded_protocol
 
     settings = load_settings(config_file=args.config)
     recipe = load_recipe(args.recipe) if args.recipe else None
+    config = load_api_config(settings)
     app = create_app(lambda: Farm(settings, scheduler_address=args.scheduler, n_workers=args.workers),
-                     load_api_config(settings), recipe)
+                     config, recipe)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # set again: importing Dask resets it
+    trusted = TrustedProxies(config.trusted_proxies)
+    # X-Forwarded-For is believed only from configured proxies (uvicorn's own default trusts
+    # 127.0.0.1, which would let any local client pick its rate-limit address).
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10,
+                http=guarded_protocol(config.header_timeout_s,
+                                      config.max_unauthenticated_connections, trusted),
+                proxy_headers=bool(trusted), forwarded_allow_ips=list(trusted.entries) or None)
     return 0
 
 

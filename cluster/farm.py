@@ -15,7 +15,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 from catalog import Catalog
 from catalog.repository import AssetRequest
-from cluster import reencode, sources
+from cluster import reencode, script_workers, sources
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, run_partition
@@ -66,6 +66,7 @@ class Farm:
         elif address:
             self.client, self._owns_client = Client(address), True
         else:
+            script_workers.install()  # a script without a __main__ guard must not hang
             # libvips threads would fight the one-process-per-core layout; keep each worker at one.
             self._cluster = LocalCluster(
                 n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1,

@@ -33,8 +33,12 @@ _WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "the Bearer challenge",
 _AUTH_ERRORS = {
     "401": _error("no token, or an unknown or revoked one", _WWW_AUTHENTICATE),
     "403": _error("the token lacks the scope this operation needs"),
-    "429": _error("this token's rate limit is spent", _RETRY_AFTER),
+    "429": _error("this token's rate limit, or this address's budget of failed "
+                  "authentications, is spent", _RETRY_AFTER),
 }
+
+# Operations that read a body can time out waiting for it.
+_BODY_TIMEOUT = _error("the request body stopped arriving (MEDIAFARM_API_BODY_TIMEOUT)")
 
 _ASSET_ID = {"name": "asset_id", "in": "path", "required": True,
              "schema": {"type": "string", "format": "uuid"}}
@@ -74,6 +78,7 @@ def document(config: ApiConfig) -> dict:
                     "202": _json("accepted: the asset is queued (or already done)", "Accepted"),
                     "400": _error("the body cannot be parsed"),
                     **_AUTH_ERRORS,
+                    "408": _BODY_TIMEOUT,
                     "409": _error("the Idempotency-Key was used for a different request, or "
                                   "a request with it is still being answered (Retry-After)"),
                     "413": _error(f"the body is over {config.max_upload_bytes} bytes"),
@@ -121,6 +126,7 @@ def document(config: ApiConfig) -> dict:
                     "201": _json("upload here, then call complete_url", "UploadCreated"),
                     "400": _error("the body cannot be parsed"),
                     **_AUTH_ERRORS,
+                    "408": _BODY_TIMEOUT,
                     "409": _error("the buffer store cannot presign (a local folder)"),
                     "413": _error("the announced size is over the limit"),
                     "415": _error("the announced content type is not accepted"),
@@ -153,6 +159,7 @@ def document(config: ApiConfig) -> dict:
                     "202": _json("started", "Accepted"),
                     "400": _error("the body cannot be parsed"),
                     **_AUTH_ERRORS,
+                    "408": _BODY_TIMEOUT,
                     "413": _error("the body is too large"),
                     "415": _error("the body is not JSON"),
                     "422": _error("the job, its recipe, selection or manifest is not acceptable"),

@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 from distributed import Future
 from sqlalchemy import text
@@ -58,6 +59,13 @@ class ApiConfig:
     ingest_prefix: str | None = None  # e.g. s3://bucket/ingest/{owner}/: owners' own sources
     spool_dir: str | None = None  # temporary files of multipart uploads (default: system temp)
     max_json_bytes: int = 64 * 1024
+    header_timeout_s: float = 10.0  # a request head must be complete within this
+    body_timeout_s: float = 30.0    # a body that sends nothing this long ends with 408
+    max_unauthenticated_connections: int = 32  # per client address, no request under way
+    client_rate_limit: float = 1.0  # failed authentications a second per client address
+    client_rate_burst: int = 20     # failed authentications at once per client address
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For names the client
+    public_url: str | None = None   # base of the URLs handed out (default: the bound address)
 
 
 def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None) -> ApiConfig:
@@ -88,7 +96,28 @@ def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None
         source_stores=stores,
         ingest_prefix=ingest,
         spool_dir=env.get("MEDIAFARM_API_SPOOL_DIR") or None,
+        header_timeout_s=float(text_value("MEDIAFARM_API_HEADER_TIMEOUT", "10")),
+        body_timeout_s=float(text_value("MEDIAFARM_API_BODY_TIMEOUT", "30")),
+        max_unauthenticated_connections=int(
+            text_value("MEDIAFARM_API_MAX_UNAUTHENTICATED_CONNECTIONS", "32")),
+        client_rate_limit=float(text_value("MEDIAFARM_API_CLIENT_RATE_LIMIT", "1")),
+        client_rate_burst=int(text_value("MEDIAFARM_API_CLIENT_RATE_BURST", "20")),
+        trusted_proxies=tuple(p.strip() for p in text_value("MEDIAFARM_API_TRUSTED_PROXIES", "")
+                              .split(",") if p.strip()),
+        public_url=public_base_url(env.get("MEDIAFARM_API_PUBLIC_URL")),
     )
+
+
+def public_base_url(value: str | None) -> str | None:
+    """``MEDIAFARM_API_PUBLIC_URL`` checked: http(s), a host, maybe a path prefix; no slash at the end."""
+    if not value:
+        return None
+    parsed = urlparse(value)
+    if (parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query
+            or parsed.fragment or "@" in parsed.netloc):
+        raise ValueError(f"MEDIAFARM_API_PUBLIC_URL must be like https://media.example.com[/prefix], "
+                         f"not {value!r}")
+    return value.rstrip("/")
 
 
 class FarmService:
@@ -102,6 +131,7 @@ class FarmService:
         self.stores = farm.stores
         self.recipe = recipe or DEFAULT_RECIPE
         self.limiter = RateLimiter(config.rate_limit, config.rate_burst)
+        self.client_limiter = RateLimiter(config.client_rate_limit, config.client_rate_burst)
         self._lock = threading.Lock()
         self._in_flight: dict[str, Future] = {}
         self._job_errors: dict[str, str] = {}

@@ -20,7 +20,7 @@ from cluster.config import Settings
 from cluster.stores import Backoff, open_source, retrying
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outputs import planned_outputs
-from pipelines.outcome import Failed, Rejected, StageStop, Status, Stop
+from pipelines.outcome import Failed, Rejected, StageStop, Stop, unexpected
 from pipelines.raster import Raster
 from pipelines.recipe import Preset, Recipe
 from pipelines.transform.convert import to_srgb
@@ -67,9 +67,8 @@ def _run(stage: str, job: Job, carry: Carry, body: Callable[[], Carry]) -> Carry
     except StageStop as exc:
         stop, error = Stop.from_error(stage, exc), exc
     except Exception as exc:  # noqa: BLE001 - a bug or an outage must not cost the worker
-        error = exc
-        stop = Stop(stage, Status.FAILED, "internal_error",
-                    f"{type(exc).__name__}: {exc}", retryable=True)
+        # Retryable or not by its kind: see pipelines.outcome.DETERMINISTIC_ERRORS.
+        stop, error = Stop.from_error(stage, unexpected(exc)), exc
     if stop is not None:
         result = replace(carry, data=None, rasters=(), encoded=(), poster_frame=None, stop=stop,
                          details=getattr(error, "details", {}))

@@ -21,7 +21,8 @@ from pipelines.outputs import planned_outputs
 from pipelines.transform import chunks
 from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
-from pipelines.outcome import Failed, StageStop
+from pipelines.outcome import Failed, Rejected, StageStop
+from pipelines.outputs import has_poster
 from pipelines.transform.video import (VideoOutput, isolated, ladder, poster_frame_isolated, preview_clip,
                                        transcode_isolated)
 from pipelines.upload.hashing import sha256_hex
@@ -68,9 +69,10 @@ def transcode(job, carry):
         folder = Path(scratch)
         source = None
         poster_frame = None
-        if _poster_presets(job, carry):
+        # A video's frame is taken here; an audio file's cover is cheap and left to the poster stage.
+        if carry.validated.kind == "video" and _poster_presets(job, carry):
             source = _fetch_original(job, carry, folder)
-            poster_frame = beside.submit(poster_frame_isolated, str(source), info)
+            poster_frame = beside.submit(poster_frame_isolated, str(source), info, job.settings.limits)
         for preset in job.recipe.video:
             rungs = ([(f"{preset.name}-{h}p", h) for h in ladder(preset, info)]
                      if carry.validated.kind == "video"
@@ -114,8 +116,8 @@ def _frame_or_none(future: Future | None) -> bytes | None:
 
 
 def _poster_presets(job, carry) -> tuple:
-    """The recipe's image presets this video still needs a poster for."""
-    if carry.validated.kind != "video":
+    """The recipe's image presets this video (or audio with a cover) still needs a poster for."""
+    if not has_poster(carry.validated):
         return ()
     made = {r["preset"] for r in carry.reused}
     return tuple(p for p in job.recipe.presets if f"poster-{p.name}" not in made)
@@ -167,18 +169,30 @@ def encode_span(job, source_sha256: str, start: float, end: float, preset, heigh
 
 
 def poster(job, carry):
-    """A frame away from black, through the recipe's image presets."""
-    if carry.validated.kind != "video":
-        return replace(carry, details={"skipped": "no video stream"})
+    """A frame away from black, or an audio file's cover, through the recipe's image presets.
+
+    A cover refused as an image would be (a bomb, a broken picture) costs only
+    the poster: the stage is skipped with the reason, the audio is ready.
+    """
+    if not has_poster(carry.validated):
+        return replace(carry, details={"skipped": "no video stream and no cover picture"})
     todo = _poster_presets(job, carry)
     if not todo:
         return replace(carry, details={"skipped": "every preset reused"})
     frame = carry.poster_frame
-    if frame is None:  # not taken beside the transcode (every rung reused, or it failed there)
+    if frame is None:  # not taken beside the transcode (every rung reused, a cover, or it failed there)
         with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
             source = _fetch_original(job, carry, Path(scratch))
-            # Decoding strangers' video happens in a throwaway child, as in the upload probe.
-            frame = poster_frame_isolated(str(source), carry.validated.media)
+            # Decoding strangers' media happens in a throwaway child, as in the upload probe.
+            try:
+                frame = poster_frame_isolated(str(source), carry.validated.media,
+                                              job.settings.limits)
+            except Rejected as exc:
+                if carry.validated.kind == "video":
+                    raise
+                return replace(carry, details={
+                    "skipped": f"the cover cannot be the poster: {exc.message}",
+                    "reason": exc.reason})
     rasters = [to_srgb(r) for r in resize(frame, todo, limits=job.settings.limits)]
     encoded = tuple(replace(compress(r, p), preset=f"poster-{p.name}")
                     for r, p in zip(rasters, todo))

@@ -55,6 +55,35 @@ class Failed(StageStop):
     status = Status.FAILED
 
 
+# How an exception that no stage turned into a StageStop ends its asset: failed, internal_error,
+# and retryable only when a retry could give another answer. Stages are functions of their
+# bytes and parameters, so the same bytes through the same code raise the same error again:
+# an error that says a value, a type, a lookup or an assumption was wrong is deterministic and
+# never retryable (ValueError, which covers UnicodeError and decoders' own such as PyAV's
+# InvalidDataError; TypeError, LookupError, ArithmeticError, AttributeError, AssertionError,
+# NotImplementedError, RecursionError). What depends on the world (OSError: files, sockets,
+# timeouts, stores; MemoryError on a busy worker; a service driver's errors) and anything
+# that cannot be placed is retryable.
+DETERMINISTIC_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, AttributeError,
+                        AssertionError, NotImplementedError, RecursionError)
+MESSAGE_CHARS = 1000  # a cause is kept whole for people, up to this many characters
+
+
+def unexpected(error: BaseException) -> Failed:
+    """The Failed that an exception no stage expected ends its asset with (see above)."""
+    return Failed("internal_error", clip(f"{type(error).__name__}: {error}"),
+                  retryable=not isinstance(error, DETERMINISTIC_ERRORS))
+
+
+def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """``text`` in at most ``limit`` characters; a longer one loses its middle, since the
+    cause of an error is as often at its end (the outermost layer) as at its start."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]} … {text[len(text) - (limit - 3 - half):]}"
+
+
 @dataclass(frozen=True)
 class Stop:
     """A picklable record of a StageStop, passed down the graph to the record stage."""

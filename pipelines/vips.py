@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pyvips
+
+from pipelines.outcome import clip
 
 MIN_VERSION = (8, 13)
 
@@ -26,10 +30,22 @@ def harden() -> None:
     pyvips.operation_block_set("VipsForeignLoadSvg", True)
 
 
-def first_line(exc: pyvips.Error) -> str:
-    """libvips errors carry a stack of lines; the first names the problem."""
-    text = (exc.detail or exc.message or "").strip()
-    return text.splitlines()[0] if text else "unknown libvips error"
+def error_text(exc: pyvips.Error) -> str:
+    """The whole of a libvips error on one line, at most ``MESSAGE_CHARS`` long.
+
+    libvips stacks a line per layer, and the first is not always the cause: a HEIF
+    of images of several sizes reports a dozen "source: bad seek to N" probes before
+    "not all pages are the same size". Lines are kept in order, joined with "; ";
+    lines that differ only in their numbers are said once, with a count.
+    """
+    lines = [line.strip() for line in (exc.detail or "").splitlines() if line.strip()]
+    if not lines:
+        return (exc.message or "").strip() or "unknown libvips error"
+    counts: dict[str, list] = {}  # shape (digits masked) -> [first line, how many]
+    for line in lines:
+        counts.setdefault(re.sub(r"\d+", "#", line), [line, 0])[1] += 1
+    return clip("; ".join(line if n == 1 else f"{line} (and {n - 1} more like it)"
+                          for line, n in counts.values()))
 
 
 def tool_versions() -> dict[str, str]:

@@ -44,7 +44,7 @@ def should_split(duration_s: float, threshold_s: float = SPLIT_THRESHOLD_S) -> b
 def keyframe_times(source: str) -> list[float]:
     """Seconds from the source's start of each keyframe of its first video stream, by demuxing only."""
     with open_input(source) as container:
-        video = video_stream(container, None)
+        video = video_stream(container)
         if video is None:
             return []
         origin, time_base = origin_s(container), video.time_base
@@ -111,7 +111,7 @@ def join_chunks(chunk_paths: list[str], source: str, out_path: str, preset: Vide
         template = chunks[0].streams.video[0]
         with open_input(source) as container, \
                 av.open(out_path, "w", format=fmt, container_options=options) as output:
-            video_in = video_stream(container, info)
+            video_in = video_stream(container)
             audio_in = container.streams.audio[0] if container.streams.audio and preset.audio_codec else None
             # opaque: take the chunk's codec as it is (the decoder PyAV picked), no encoder needed for a remux.
             vout = output.add_stream_from_template(template, opaque=True)

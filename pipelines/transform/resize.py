@@ -27,7 +27,7 @@ from pipelines.recipe import Preset
 from pipelines.transform import gpu
 from pipelines.transform.convert import needs_conversion
 from pipelines.upload.validate import Limits, check_decode_bytes
-from pipelines.vips import first_line
+from pipelines.vips import error_text
 
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 DEVICES = ("cpu", "gpu")
@@ -63,7 +63,7 @@ def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu",
         return [Raster.from_image(p.name, _fit(intermediate, p, width, height), path=path)
                 for p in presets]
     except pyvips.Error as exc:
-        raise Rejected("corrupt", f"the image cannot be decoded: {first_line(exc)}") from exc
+        raise Rejected("corrupt", f"the image cannot be decoded: {error_text(exc)}") from exc
 
 
 def decode_bytes(data: bytes, presets: tuple[Preset, ...]) -> int:

@@ -28,14 +28,14 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from pipelines.outcome import Failed, Rejected
 from pipelines.recipe import NVENC_CODECS, VideoPreset
+from pipelines.transform.cover import cover_picture
 from pipelines.transform.readahead import ReadAhead
-from pipelines.upload.media_probe import OPEN_OPTIONS, MediaInfo
+from pipelines.upload.media_probe import OPEN_OPTIONS, MediaInfo, MediaLimits, is_cover, picture_cap
 from pipelines.upload.sandbox import run_isolated
+from pipelines.upload.validate import Limits
 
 # Containers whose header states the duration (an index), so ending early means a cut file.
 _INDEXED = frozenset({"mov", "matroska", "avi", "flac", "wav"})
-# Audio containers in which a "video" stream is cover art, never a moving picture.
-_AUDIO_CONTAINERS = frozenset({"mp3", "flac", "ogg", "wav", "aac"})
 VIDEO_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
 _AUDIO_TYPES = {"mp4": "audio/mp4", "ogg": "audio/ogg"}
 _EXTENSIONS = {("video", "mp4"): ".mp4", ("video", "webm"): ".webm",
@@ -108,9 +108,7 @@ def rung_label(height: int) -> str:
 
 
 def _video_info(info: MediaInfo):
-    if info.container.split(",")[0] in _AUDIO_CONTAINERS:
-        return None
-    return next((s for s in info.streams if s.kind == "video"), None)
+    return next((s for s in info.streams if s.kind == "video"), None)  # a cover is kind "cover"
 
 
 # ---------------------------------------------------------------- encoder set-up (shared with chunks)
@@ -194,9 +192,73 @@ def open_audio_stream(output, preset: VideoPreset, source, codec_name: str | Non
     context.layout, context.format, context.bit_rate = layout, audio_format, preset.audio_bit_rate
     context.time_base = Fraction(1, rate)
     _open(context, codec.name)
-    resampler = av.AudioResampler(format=audio_format, layout=layout, rate=rate,
-                                  frame_size=context.frame_size or None)
-    return stream, resampler
+    return stream, AudioConverter(audio_format, layout, rate, context.frame_size or None)
+
+
+class AudioConverter:
+    """Resample to the encoder's format, layout, rate and frame size, whatever the source does mid-stream.
+
+    PyAV's AudioResampler is bound to the first frame it sees and raises on any
+    other ("Frame does not match AudioResampler setup"), and a FLAC or two MP3s
+    joined end to end can change rate or channels part-way. Frames unlike the
+    first are brought to its format, layout and rate by a bridge resampler of
+    their own, made again at each change, so the encoder's resampler (its frame
+    size and its timestamps) carries on as if nothing had changed.
+
+    Where such a join overlaps (the second part's first samples timed before
+    the first part's last ones end) a frame starts where the one before it
+    ended, as the ffmpeg CLI's muxer does: a muxer refuses time going back.
+    """
+
+    def __init__(self, audio_format: str, layout: str, rate: int, frame_size: int | None) -> None:
+        self.main = av.AudioResampler(format=audio_format, layout=layout, rate=rate, frame_size=frame_size)
+        self.first: tuple | None = None  # the first frame's (format, layout, rate)
+        self.time_base = None  # and its time base, which the main resampler reads timestamps in
+        self.bridge, self.bridged = None, None
+        self.next_pts = None  # where the last frame out ended
+
+    def resample(self, frame) -> list:
+        """The frames ready for the encoder; ``None`` flushes, at the end."""
+        return self._in_order(self._convert(frame))
+
+    def _convert(self, frame) -> list:
+        if frame is None:
+            return self._close_bridge() + self.main.resample(None)
+        shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self.first is None:
+            self.first, self.time_base = shape, frame.time_base
+        if shape == self.first:
+            return self._close_bridge() + self.main.resample(frame)
+        out = []
+        if shape != self.bridged:
+            out = self._close_bridge()
+            audio_format, layout, rate = self.first
+            self.bridge, self.bridged = av.AudioResampler(format=audio_format, layout=layout, rate=rate), shape
+        return out + self._into_main(self.bridge.resample(frame))
+
+    def _in_order(self, frames: list) -> list:
+        for piece in frames:
+            if piece.pts is None or not piece.time_base:
+                continue
+            if self.next_pts is not None and piece.pts < self.next_pts:
+                piece.pts = self.next_pts
+            self.next_pts = piece.pts + round(Fraction(piece.samples, piece.sample_rate) / piece.time_base)
+        return frames
+
+    def _close_bridge(self) -> list:
+        if self.bridge is None:
+            return []
+        rest, self.bridge, self.bridged = self.bridge.resample(None), None, None
+        return self._into_main(rest)
+
+    def _into_main(self, frames) -> list:
+        out = []
+        for piece in frames:
+            if piece.pts is not None and self.time_base and piece.time_base != self.time_base:
+                piece.pts = round(piece.pts * piece.time_base / self.time_base)
+            piece.time_base = self.time_base
+            out += self.main.resample(piece)
+        return out
 
 
 def _encoder(name: str, kind: str):
@@ -273,14 +335,18 @@ def preview_clip(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo
                         start=start, end=start + seconds, rebase_to_start=True, decoders=decoders)
 
 
-def poster_frame(source: str, info: MediaInfo) -> bytes:
-    """PNG bytes of an upright frame near the start that is neither black nor flat."""
+def poster_frame(source: str, info: MediaInfo, limits: Limits = Limits()) -> bytes:
+    """PNG bytes of an upright frame near the start that is neither black nor flat.
+
+    A file with no video but a cover picture (album art) has the cover as its
+    poster, held to the image ``limits`` (see ``cover``).
+    """
     import numpy as np
 
     with open_input(source) as container:
-        video = video_stream(container, info)
+        video = video_stream(container)
         if video is None:
-            raise Rejected("unsupported_type", "a poster needs a video stream")
+            return cover_picture(container, limits, POSTER_MAX_SIDE)
         _threads(video)
         duration = info.duration_s or 0.0
         span = min(duration, POSTER_SPAN_S) if duration > 0 else 1.0
@@ -307,9 +373,9 @@ def poster_frame(source: str, info: MediaInfo) -> bytes:
         return _png(upright)
 
 
-def poster_frame_isolated(source: str, info: MediaInfo) -> bytes:
+def poster_frame_isolated(source: str, info: MediaInfo, limits: Limits = Limits()) -> bytes:
     """poster_frame in a throwaway child."""
-    return isolated(poster_frame, source, info, media_s=0.0)
+    return isolated(poster_frame, source, info, limits, media_s=0.0)
 
 
 def _poster_rung(frame, video) -> int:
@@ -359,9 +425,9 @@ def encode_video(source: str, path: str, preset: VideoPreset, height: int, info:
     """
     fmt = container_format or preset.container
     try:
-        first = _first_frame(source, info)
+        first = _first_frame(source)
         with open_input(source) as container:
-            video = video_stream(container, info)
+            video = video_stream(container)
             geometry = plan_geometry(first, video, height)
             audio_in = container.streams.audio[0] if audio and container.streams.audio else None
             options = {"movflags": "+faststart"} if fmt == "mp4" and faststart else {}
@@ -487,11 +553,10 @@ def _audio_rendition(source: str, out_dir: str, preset: VideoPreset, info: Media
             if not container.streams.audio:
                 raise Rejected("unsupported_type", "the source has no audio stream")
             audio_in = container.streams.audio[0]
-            origin = origin_s(container)
             options = {"movflags": "+faststart"} if fmt == "mp4" else {}
             with av.open(path, "w", format=fmt, container_options=options) as output:
-                aout, resampler = open_audio_stream(output, preset, audio_in)
-                encode_audio(container, output, audio_in, aout, resampler, to_pts(origin, audio_in.time_base))
+                aout, converter = open_audio_stream(output, preset, audio_in)
+                encode_audio(container, output, audio_in, aout, converter)
         return VideoOutput(preset.name, "audio", path, fmt, _AUDIO_TYPES[fmt], None, aout.codec.canonical_name,
                            aout.codec.name, None, None, file_duration(path), os.path.getsize(path),
                            audio_settings(aout, preset))
@@ -500,20 +565,30 @@ def _audio_rendition(source: str, out_dir: str, preset: VideoPreset, info: Media
         raise
 
 
-def encode_audio(container, output, audio_in, aout, resampler, shift: int) -> None:
-    """Decode the source's audio, resample it, encode and mux it, flushing at the end."""
+def encode_audio(container, output, audio_in, aout, converter: AudioConverter) -> None:
+    """Decode the source's audio, convert it, encode and mux it, flushing at the end.
+
+    An audio rendition is its samples in order, timed by their count from zero:
+    a source's timestamps can jump (see the probe's ``_Span``) where its samples do not.
+    """
     origin = origin_s(container)
-    for packet in demux(container, (audio_in,), origin):
-        for frame in _decode(packet, origin):
-            if frame.pts is not None:
-                frame.pts -= shift
-            for piece in resampler.resample(frame):
-                output.mux(aout.encode(piece))
-    _flush_audio(output, aout, resampler)
+
+    def converted():
+        for packet in demux(container, (audio_in,), origin):
+            for frame in _decode(packet, origin):
+                yield from converter.resample(frame)
+        yield from converter.resample(None)
+
+    written, time_base = 0, Fraction(1, aout.codec_context.sample_rate)
+    for piece in converted():
+        piece.pts, piece.time_base = written, time_base
+        written += piece.samples
+        output.mux(aout.encode(piece))
+    output.mux(aout.encode(None))
 
 
-def _flush_audio(output, aout, resampler) -> None:
-    for piece in resampler.resample(None):
+def _flush_audio(output, aout, converter: AudioConverter) -> None:
+    for piece in converter.resample(None):
         output.mux(aout.encode(piece))
     output.mux(aout.encode(None))
 
@@ -666,25 +741,20 @@ def _colors(scaled) -> dict:
 def open_input(source: str):
     """Open an untrusted file with the probe's whitelists: no other protocols, only allowed demuxers."""
     try:
-        return av.open(source, container_options=OPEN_OPTIONS)
+        return av.open(source, options=picture_cap(MediaLimits()), container_options=OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         raise Rejected("corrupt", f"the file cannot be read: {_say(exc)}") from None
 
 
-def video_stream(container, info: MediaInfo | None):
-    """The first moving-picture stream: cover art in audio files is not video."""
-    if info is not None and info.container.split(",")[0] in _AUDIO_CONTAINERS:
-        return None
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    return None
+def video_stream(container):
+    """The first moving-picture stream: cover art is not video."""
+    return next((stream for stream in container.streams.video if not is_cover(stream)), None)
 
 
-def _first_frame(source: str, info: MediaInfo):
+def _first_frame(source: str):
     """Decode the first video frame on its own: its side data says how to turn, its tags the colours."""
     with open_input(source) as container:
-        video = video_stream(container, info)
+        video = video_stream(container)
         if video is None:
             raise Rejected("unsupported_type", "the source has no video stream")
         video.codec_context.thread_count = 1

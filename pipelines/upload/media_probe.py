@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import av
 import av.logging
@@ -46,7 +46,7 @@ TRIAL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class StreamInfo:
-    kind: str  # "video", "audio", "subtitle" or "data"
+    kind: str  # "video", "audio", "cover" (an attached picture, e.g. album art), "subtitle" or "data"
     codec: str
     width: int | None = None
     height: int | None = None
@@ -66,6 +66,11 @@ class MediaInfo:
     @property
     def media_kind(self) -> str:
         return "video" if any(s.kind == "video" for s in self.streams) else "audio"
+
+    @property
+    def cover(self) -> StreamInfo | None:
+        """The first attached picture (album art), which is a still image and never a video."""
+        return next((s for s in self.streams if s.kind == "cover"), None)
 
 
 @dataclass(frozen=True)
@@ -96,16 +101,17 @@ def _probe(data: bytes, limits: MediaLimits) -> MediaInfo:
         with open(path, "wb") as file:
             file.write(data)
         del data
-        with _open(path) as container:
+        with _open(path, limits) as container:
             info = _describe(container)
             _check(info, limits)
-            _read_through(container, info, limits)
-    return info
+            length = _read_through(container, info, limits)
+    # No duration in the header (a FLAC whose STREAMINFO leaves it out): what the packets say.
+    return info if info.duration_s is not None else replace(info, duration_s=round(length, 6))
 
 
-def _open(path: str):
+def _open(path: str, limits: MediaLimits):
     try:
-        return av.open(path, options=DECODER_OPTIONS, container_options=OPEN_OPTIONS)
+        return av.open(path, options={**DECODER_OPTIONS, **picture_cap(limits)}, container_options=OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         error = exc
     name = _probed_format(path)
@@ -141,11 +147,29 @@ def _describe(container) -> MediaInfo:
     return MediaInfo(container.format.name, duration, container.bit_rate or None, streams)
 
 
+def picture_cap(limits: MediaLimits) -> dict[str, str]:
+    """Decoder options for av.open: decode no picture larger than a video may be.
+
+    avformat_find_stream_info decodes an attached picture inside av.open to learn
+    its size, whatever that is: a 12000x12000 PNG cover costs half a gigabyte
+    there. A cover is held to the image limits, and decoded, on its own (see
+    ``pipelines.transform.cover``).
+    """
+    return {"max_pixels": str(limits.max_pixels)}
+
+
+def is_cover(stream) -> bool:
+    """An attached picture: one still image (album art) that FFmpeg lists as a video stream."""
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
 def _stream_info(stream) -> StreamInfo:
     context = stream.codec_context
     kind = stream.type if stream.type in ("video", "audio", "subtitle") else "data"
     codec = context.codec.canonical_name if context is not None and context.codec is not None else "unknown"
     bit_rate = (context.bit_rate if context is not None else None) or None
+    if is_cover(stream):
+        return StreamInfo("cover", codec, width=context.width or None, height=context.height or None)
     if kind == "video":
         rate = stream.average_rate or stream.guessed_rate
         return StreamInfo(kind, codec, width=context.width or None, height=context.height or None,
@@ -169,6 +193,8 @@ def _check(info: MediaInfo, limits: MediaLimits) -> None:
         raise Rejected("over_limit", f"the file lasts {info.duration_s:.1f} s; "
                        f"the limit is {limits.max_duration_s:g} s")
     for stream in info.streams:
+        if stream.kind != "video":
+            continue  # a cover is held to the image limits when it is decoded, and costs only the poster
         width, height = stream.width or 0, stream.height or 0
         if width > limits.max_width or height > limits.max_height or width * height > limits.max_pixels:
             raise Rejected("over_limit", f"the {width}x{height} video exceeds the size limits "
@@ -179,27 +205,30 @@ def _check(info: MediaInfo, limits: MediaLimits) -> None:
                        f"{limits.max_bit_rate} b/s")
 
 
-def _read_through(container, info: MediaInfo, limits: MediaLimits) -> None:
+def _read_through(container, info: MediaInfo, limits: MediaLimits) -> float:
     """Demux every packet (cheap) and decode the first frames of the main stream (proof it decodes).
 
     Reading to the end catches a file cut short whose index survived, which
-    decoding its first second never would.
+    decoding its first second never would. Returns how long the file is, by
+    its packets (see ``_Span``).
     """
-    target = next((s for s in container.streams if s.type == "video"), None) \
-        or next(s for s in container.streams if s.type == "audio")
+    media = [i for i, s in enumerate(info.streams) if s.kind in ("video", "audio")]
+    target = container.streams[next((i for i in media if info.streams[i].kind == "video"), media[0])]
     # One thread, as DECODER_OPTIONS. Not frame threads: this child turns PyAV's log callback on,
     # which takes the GIL from FFmpeg's threads, and that can deadlock against a close holding it
     # (PyAV-Org/PyAV#751). A two-thread trial decode hung twice in the test suite.
     target.codec_context.thread_count = 1
     start = container.start_time / 1_000_000 if container.start_time is not None else 0.0
-    frames, trial_over, reached = 0, False, 0.0
+    spans = [_Span(stream, start, limits.max_duration_s) if stream.index in media else None
+             for stream in container.streams]
+    frames, trial_over = 0, False
     try:
         for packet in container.demux():
-            when = _packet_end(packet)
-            if when is not None:
-                reached = max(reached, when - start)
-                if reached > limits.max_duration_s:
-                    raise Rejected("over_limit", f"the file lasts more than {limits.max_duration_s:g} s")
+            span = spans[packet.stream.index]
+            if span is None:
+                continue  # a cover, subtitles or data: they do not make the file longer to transcode
+            if span.add(packet):
+                raise Rejected("over_limit", f"the file lasts more than {limits.max_duration_s:g} s")
             if packet.stream is target and not trial_over:
                 try:
                     decoded = packet.decode()
@@ -210,36 +239,73 @@ def _read_through(container, info: MediaInfo, limits: MediaLimits) -> None:
                 last = decoded[-1].time if decoded and decoded[-1].time is not None else None
                 trial_over = frames >= TRIAL_FRAMES or (last is not None and last - start >= TRIAL_SECONDS)
     except av.error.FFmpegError as exc:
-        raise Rejected("corrupt", f"the file cannot be read past {reached:.2f} s: {_say(exc)}") from None
+        raise Rejected("corrupt", f"the file cannot be read past {_length(spans):.2f} s: {_say(exc)}") from None
     if frames == 0:
         raise Rejected("corrupt", f"no {target.type} frame could be decoded")
-    duration = info.duration_s
+    length, duration = _length(spans), info.duration_s
     # The slack covers muxers that count the last frame's duration differently.
     if container.format.name.split(",")[0] in _INDEXED and duration is not None \
-            and reached < duration - (0.5 + 0.005 * duration):
-        raise Rejected("corrupt", f"the file ends at {reached:.2f} s of {duration:.2f} s")
+            and length < duration - (0.5 + 0.005 * duration):
+        raise Rejected("corrupt", f"the file ends at {length:.2f} s of {duration:.2f} s")
+    return length
+
+
+class _Span:
+    """How long one stream lasts: the sum of its packets' durations, or failing those its timestamps.
+
+    A demuxer's parser gives each packet its own length (a FLAC or MP3 frame's
+    sample count, an MP4 sample's duration), and those add up to the stream's
+    length however its clock is written. Timestamps can jump: FLAC encoders
+    before 1.2 numbered variable-size blocks by sample, which readers take for
+    frame numbers times the block size, putting 25.7 s at 32 hours (ffprobe goes
+    by STREAMINFO's sample count instead). A stream whose packets do not all
+    carry a duration (video in MPEG-TS) is measured by its timestamps.
+    """
+
+    __slots__ = ("numerator", "denominator", "origin", "end", "total", "counted", "limit", "stamp_limit")
+
+    def __init__(self, stream, start_s: float, limit_s: float) -> None:
+        base = stream.time_base
+        self.numerator, self.denominator = base.numerator, base.denominator
+        self.origin = start_s
+        self.end: int | None = None
+        self.total = 0
+        self.counted = True
+        # The limit in the stream's ticks, so that each packet costs integer sums and compares only
+        # (Fraction arithmetic once cost a sixth of a probe's time, over every packet of the file).
+        self.limit = limit_s * self.denominator / self.numerator
+        self.stamp_limit = (limit_s + start_s) * self.denominator / self.numerator
+
+    def add(self, packet) -> bool:
+        """Count one packet in; whether the stream is now longer than the limit."""
+        if packet.size:
+            stamp, duration = _stamp(packet), packet.duration or 0
+            if stamp is not None and (self.end is None or stamp + duration > self.end):
+                self.end = stamp + duration
+            self.total += duration
+            self.counted = self.counted and duration > 0
+        if self.counted:
+            return self.total > self.limit
+        return self.end is not None and self.end > self.stamp_limit
+
+    def seconds(self) -> float:
+        if self.counted:
+            return self.total * self.numerator / self.denominator
+        return self.end * self.numerator / self.denominator - self.origin if self.end is not None else 0.0
+
+
+def _length(spans: list[_Span | None]) -> float:
+    return max((span.seconds() for span in spans if span is not None), default=0.0)
 
 
 def _packet_start(packet) -> float | None:
     stamp = _stamp(packet)
-    return _seconds(stamp, packet.time_base) if stamp is not None else None
-
-
-def _packet_end(packet) -> float | None:
-    stamp = _stamp(packet)
-    if stamp is None or packet.size == 0:
-        return None
-    return _seconds(stamp + (packet.duration or 0), packet.time_base)
+    return stamp * packet.time_base.numerator / packet.time_base.denominator \
+        if stamp is not None and packet.time_base else None
 
 
 def _stamp(packet) -> int | None:
     return packet.pts if packet.pts is not None else packet.dts
-
-
-def _seconds(ticks: int, base) -> float | None:
-    # An integer product and one division: exact to a float, without Fraction arithmetic
-    # (which cost a sixth of a probe's time, over every packet of the file).
-    return ticks * base.numerator / base.denominator if base else None
 
 
 def _say(error: av.error.FFmpegError) -> str:

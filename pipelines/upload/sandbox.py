@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import enum
+import errno
 import importlib
 import io
 import json
@@ -35,7 +36,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, TypeVar
 
-from pipelines.outcome import Failed, Rejected, StageStop
+from pipelines.outcome import Failed, Rejected, StageStop, clip
 from pipelines.upload import forkserver
 
 T = TypeVar("T")
@@ -175,7 +176,10 @@ def _unpack(record):
     if kind == "memory":
         raise Rejected("decoder_out_of_memory", f"decoding needed more memory than allowed: {record[1]}")
     if kind == "error":
-        raise Failed("internal_error", record[1], retryable=True, details={"traceback": record[2]})
+        _, message, trace, transient = record
+        # The child worked on local files only: what failed there fails the same way on every
+        # try, unless the machine ran short of something (see _transient).
+        raise Failed("internal_error", message, retryable=transient, details={"traceback": trace})
     raise Failed("internal_error", f"the sandbox returned an unknown record {kind!r}")
 
 
@@ -255,6 +259,29 @@ def drop_realtime() -> str:
     return "CAP_SYS_NICE dropped: every encoder runs at normal priority"
 
 
+# What a child can run short of that a later try may find again: disk, file handles, memory.
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+                               errno.EAGAIN})
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
+
+
+def _cause(exc: BaseException) -> str:
+    """The whole cause for the asset's message: each exception in the chain, all its lines, and
+    where it was raised (the traceback itself goes to the stage run's details)."""
+    parts: list[str] = []
+    while exc is not None and len(parts) < 4:
+        text = "".join(traceback.format_exception_only(exc)).strip()
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            text += f" (in {frames[-1].name}, {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
+        parts.append(text)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return "; from ".join(parts)
+
+
 def _child_main(limits: dict) -> None:
     """The child's side: apply limits, run the function, write one record to stdout, exit."""
     memory = limits["memory_bytes"]
@@ -277,13 +304,13 @@ def _child_main(limits: dict) -> None:
     except MemoryError as exc:
         record = ("memory", str(exc) or "MemoryError")
     except BaseException as exc:  # noqa: BLE001  (reported to the parent, which decides)
-        record = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=-8))
+        record = ("error", clip(_cause(exc)), traceback.format_exc(limit=-8), _transient(exc))
     try:
         data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
         data = pickle.dumps(("memory", "MemoryError while returning the result"))
     except Exception as exc:  # noqa: BLE001  (an unpicklable return value is our bug)
-        data = pickle.dumps(("error", f"the result cannot be pickled: {exc}", ""))
+        data = pickle.dumps(("error", f"the result cannot be pickled: {exc}", "", False))
     out.write(data)
     out.flush()
     # Skip interpreter teardown: native libraries' destructors are one more place to crash.

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import pyvips
 
 from pipelines.outcome import Rejected
+from pipelines.upload.isobmff import MAX_FTYP_BYTES, read_ftyp
 from pipelines.upload.metadata import image_metadata
-from pipelines.vips import first_line
+from pipelines.vips import error_text
 
 if TYPE_CHECKING:
     from pipelines.upload.media_probe import MediaInfo
@@ -24,7 +25,6 @@ IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
                  "gif": "image/gif", "avif": "image/avif", "heif": "image/heif"}
 MEDIA_FORMATS = {"mp4": "video/mp4", "quicktime": "video/quicktime", "matroska": "video/x-matroska",
                  "ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,16 @@ class Validated:
     frames: int = 1
     metadata: dict = field(default_factory=dict)
     media: MediaInfo | None = None  # video and audio: what the sandboxed probe found
+    sequence: bool = False  # HEIF/AVIF: an image sequence (pictures in a track, 'avis', 'msf1')
 
 
 def sniff(head: bytes) -> str | None:
-    """The format named by the file's magic number, or None when unknown."""
+    """The format named by the file's magic number, or None when unknown.
+
+    ISO-BMFF files (MP4, QuickTime, HEIF, AVIF) are told by every brand of their
+    ``ftyp`` box, so ``head`` needs the whole box (``MAX_FTYP_BYTES`` at most);
+    a box that cannot be read whole names nothing.
+    """
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -62,10 +68,8 @@ def sniff(head: bytes) -> str | None:
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "avif"
-        return "heif" if brand in _HEIF_BRANDS else ("quicktime" if brand == b"qt  " else "mp4")
+        file_type = read_ftyp(head)
+        return file_type.format if file_type else None
     if head.startswith(b"\x1aE\xdf\xa3"):
         return "matroska"
     if head.startswith(b"OggS"):
@@ -98,7 +102,7 @@ def validate(data: bytes, limits: Limits = Limits()) -> Validated:
         raise Rejected("empty", "the file is empty")
     if len(data) > limits.max_bytes:
         raise Rejected("too_large", f"the file has {len(data)} bytes; the limit is {limits.max_bytes}")
-    kind = sniff(data[:64])
+    kind = sniff(data[:MAX_FTYP_BYTES])
     if kind is None:
         raise Rejected("unsupported_type", "the bytes are not a format Mediafarm recognises")
     if kind in IMAGE_FORMATS:
@@ -116,7 +120,7 @@ def _validate_image(data: bytes, kind: str, limits: Limits) -> Validated:
         frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
         loader = header.get("vips-loader") if header.get_typeof("vips-loader") else ""
     except pyvips.Error as exc:
-        raise Rejected("corrupt", f"the {kind} header cannot be read: {first_line(exc)}") from exc
+        raise Rejected("corrupt", f"the {kind} header cannot be read: {error_text(exc)}") from exc
     if not loader.startswith(_LOADER_PREFIX[kind]):
         # The magic number and libvips disagree: a polyglot. Trust neither.
         raise Rejected("unsupported_type", f"the file starts as {kind} but libvips reads it "
@@ -128,7 +132,12 @@ def _validate_image(data: bytes, kind: str, limits: Limits) -> Validated:
         raise Rejected("over_limit", f"{frames} frames of {width}x{height} exceed the animation "
                        f"limits ({limits.max_frames} frames, {limits.max_total_pixels} pixels)")
     return Validated(kind, IMAGE_FORMATS[kind], "image", width, height, frames,
-                     image_metadata(header))
+                     image_metadata(header), sequence=_image_sequence(data))
+
+
+def _image_sequence(data: bytes) -> bool:
+    file_type = read_ftyp(data)
+    return file_type is not None and file_type.sequence
 
 
 def check_decode_bytes(frames: int, width: int, height: int, pixel_bytes: int,

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL.Image
+import PIL.PngImagePlugin
 import pyvips
 
 from cluster.samples import EICAR, scene
@@ -49,7 +51,7 @@ def _jpeg(width: int = 640, height: int = 480, seed: int = 1, **save) -> bytes:
     return scene(width, height, seed).jpegsave_buffer(Q=85, **save)
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
+def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
@@ -99,15 +101,23 @@ register(case("marker-in-comment.jpg", "rejected", "infected")(
 # --- decompression bombs and limits ------------------------------------------------------------
 
 
+def png_bomb(width: int, height: int) -> bytes:
+    """A real PNG header for width x height RGB and one compressed row: bytes on disk, gigabytes decoded."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = zlib.compress(b"\x00" + b"\x00" * 3 * width, 9)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", row)
+            + png_chunk(b"IEND", b""))
+
+
 @register
 @case("bomb-50000x50000.png", "rejected", "over_limit")
 def _png_bomb() -> bytes:
-    # A real header for 50000x50000 and one compressed row: a few hundred bytes on disk,
-    # 7.5 GB once decoded. The header-only probe must refuse it before any decode.
-    header = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
-    row = zlib.compress(b"\x00" + b"\x00" * 3 * 50000, 9)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", row)
-            + _png_chunk(b"IEND", b""))
+    # A few hundred bytes on disk, 7.5 GB once decoded: the header-only probe must refuse it.
+    return png_bomb(50000, 50000)
+
+
+# 7.5 GB once decoded: the header-only probe must refuse it before any decode.
+register(case("bomb-50000x50000.png", "rejected", "over_limit")(lambda: png_bomb(50000, 50000)))
 
 
 @register
@@ -138,8 +148,8 @@ register(case("truncated.mp4", "rejected", "corrupt", "decoder_crashed")(
 register(case("jpeg-magic-then-garbage.jpg", "rejected", "corrupt")(
     lambda: b"\xff\xd8\xff\xe0" + random.Random(3).randbytes(4000)))
 register(case("png-without-pixels.png", "rejected", "corrupt")(
-    lambda: b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
-    + _png_chunk(b"IEND", b"")))
+    lambda: b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
+    + png_chunk(b"IEND", b"")))
 register(case("empty.jpg", "rejected", "empty")(lambda: b""))
 
 # --- wrong types, scripts and polyglots --------------------------------------------------------
@@ -184,6 +194,77 @@ register(case("animated.gif", "ready")(
     .gifsave_buffer(page_height=90)))
 register(case("photo.png", "ready")(lambda: scene(900, 600, 6).pngsave_buffer()))
 register(case("photo.webp", "ready")(lambda: scene(900, 600, 7).webpsave_buffer(Q=85)))
+
+
+# --- metadata in odd encodings: kept as what it says or dropped, never fatal ---------------------
+
+
+def png_with_text(*chunks: tuple[str, str | bytes]) -> bytes:
+    """PNG text chunks as Pillow writes them: tEXt keywords and values are Latin-1 by the spec."""
+    info = PIL.PngImagePlugin.PngInfo()
+    for key, value in chunks:
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 48), (200, 100, 50)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def png_with_latin1_text() -> bytes:
+    return png_with_text(("Beschreibung Größe", "Grüße aus Köln"), ("Comment", b"caf\xe9 \xff\xfe"))
+
+
+def jpeg_with_odd_exif() -> bytes:
+    exif = PIL.Image.Exif()
+    exif[0x010F] = b"Caf\xe9 Cameras"  # Make: Latin-1 bytes where EXIF says ASCII
+    exif[0x0110] = "Model 7"
+    exif[0x0132] = "2021:03:04 05:06:07"
+    ifd = exif.get_ifd(0x8769)
+    ifd[0x9003] = "2020:01:02 03:04:05"  # DateTimeOriginal
+    ifd[0x9286] = b"UNICODE\x00" + "Grüße".encode("utf-16-le")  # UserComment, UCS-2
+    ifd[0xA420] = b"\xff\xfe\x00id"  # ImageUniqueID: ASCII by the spec, binary here
+    ifd[0x927C] = bytes(range(256)) * 4  # MakerNote: a vendor's binary blob
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 48), (200, 100, 50)).save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def jpeg_with_xmp_not_utf8() -> bytes:
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description dc:title="Caf\xe9 \xff\xfe\xc3"/>'
+           b"</rdf:RDF></x:xmpmeta>")
+    segment = b"http://ns.adobe.com/xap/1.0/\x00" + xmp
+    jpeg = _jpeg(64, 48)
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+
+
+register(case("latin1-text.png", "ready")(png_with_latin1_text))
+register(case("odd-exif.jpg", "ready")(jpeg_with_odd_exif))
+register(case("xmp-not-utf8.jpg", "ready")(jpeg_with_xmp_not_utf8))
+
+
+# --- audio whose cover picture is hostile: the poster is refused as the image would be, the audio
+# is not. 12000x12000 is within FFmpeg's own size check, so only the image limits stop its decode.
+register(case("bomb-cover.flac", "ready")(lambda: _audio_with_cover("flac", png_bomb(12000, 12000))))
+
+
+@register
+@case("corrupt-cover.mp3", "ready")
+def _corrupt_cover() -> bytes:
+    cover = _jpeg(seed=9)
+    data = _audio_with_cover("mp3", cover)
+    # Noise after the magic number, the same length: the ID3 frame around it still adds up.
+    return data.replace(cover, cover[:4] + random.Random(9).randbytes(len(cover) - 4))
+
+
+def _audio_with_cover(container: str, cover: bytes) -> bytes:
+    codec = {"flac": "flac", "mp3": "libmp3lame"}[container]
+    with tempfile.TemporaryDirectory() as folder:
+        picture, out = Path(folder) / "cover", Path(folder) / f"out.{container}"
+        picture.write_bytes(cover)
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-t", "2", "-i", "sine",
+                        "-i", str(picture), "-map", "0", "-map", "1", "-c:a", codec, "-c:v", "copy",
+                        "-disposition:v", "attached_pic", str(out)], capture_output=True, check=True)
+        return out.read_bytes()
 
 
 def _jpeg_with_exif() -> bytes:

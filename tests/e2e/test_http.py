@@ -21,6 +21,7 @@ import pytest
 import pyvips
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance,
@@ -33,7 +34,8 @@ from cluster.samples import EICAR, scene
 from cluster.service import load_api_config
 from cluster.uploads import owner_area
 from tests.conftest import make_settings, s3_store
-from tests.services.api_server import Deployment, start_api_server, wait_terminal
+from tests.services.api_server import (Deployment, sqlite_deployment, start_api_server,
+                                       wait_terminal)
 from tests.services.postgres import scratch_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -55,15 +57,11 @@ def http() -> httpx.Client:
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, clamd, dask_client) -> Deployment:
     """Local stores, SQLite catalog, the suite's Dask cluster."""
-    root = tmp_path_factory.mktemp("http-local")
-    settings = make_settings(root / "data", f"sqlite:///{root / 'data' / 'catalog.sqlite'}",
-                             clamd.url)
-    upgrade(settings.catalog_url)
-    server = start_api_server(settings, root, scheduler=dask_client.scheduler.address,
-                              extra_env={"MEDIAFARM_API_RATE_LIMIT": "1000",
-                                         "MEDIAFARM_API_RATE_BURST": "1000"})
-    yield Deployment(server, settings)
-    server.stop()
+    with sqlite_deployment(tmp_path_factory.mktemp("http-local"), clamd.url,
+                           dask_client.scheduler.address,
+                           {"MEDIAFARM_API_RATE_LIMIT": "1000",
+                            "MEDIAFARM_API_RATE_BURST": "1000"}) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +214,32 @@ OPERATIONS = [(f"{method.upper()} {path}",
               for method, spec in item.items() if method != "parameters"]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
+# Values the generated cases rarely reach on their own, put into some of them: lone surrogates,
+# NUL and deep brackets in JSON strings and the Idempotency-Key, odd bytes in path parameters.
+HOSTILE_TEXT = ["\ud800", "x\udfff", "\x00", "\u2028\ufffe", "[" * 5000]
+# Where a field only reaches deeper code in a certain form, the hostile text goes inside one.
+HOSTILE_FORMS = {"source_uri": "{buffer}/{text}.jpg", "where": "owner={text}",
+                 "manifest": "catalog:owner={text}"}
+HOSTILE_PATH = ["%ED%A0%80", "%FF%FE", "%00", "..%2F..%2Fetc"]
+
+
+def _hostile(case, text: str | None, path_text: str | None, buffer: str):
+    """``case`` with hostile values put in; a new case, so schemathesis sends it as it is."""
+    if text is None and path_text is None:
+        return case
+    body, headers = case.body, dict(case.headers or {})
+    if text is not None:
+        if isinstance(body, dict) and case.media_type == "application/json":
+            body = {key: HOSTILE_FORMS.get(key, "{text}").format(buffer=buffer, text=text)
+                    if isinstance(value, str) else value
+                    for key, value in body.items()} or {"source_uri": f"{buffer}/{text}"}
+        raw = text.encode("utf-8", "surrogatepass").decode("latin-1")  # the bytes a client may send
+        if "Idempotency-Key" in headers and all(c >= " " and c != "\x7f" for c in raw):
+            headers["Idempotency-Key"] = raw
+    path = {name: path_text for name in case.path_parameters or {}} if path_text else None
+    return case.operation.Case(method=case.method, path_parameters=path or case.path_parameters,
+                               headers=headers, query=case.query, body=body,
+                               media_type=case.media_type)
 
 
 def test_the_served_document_is_the_written_one(http, local):
@@ -238,7 +262,10 @@ def test_every_operation_conforms_to_its_openapi_document(label, has_input, loca
     modes = [(GenerationMode.POSITIVE, 30)] + ([(GenerationMode.NEGATIVE, 10)] if has_input else [])
     for mode, examples in modes:
 
-        @given(case=operation.as_strategy(generation_mode=mode))
+        @given(case=st.tuples(operation.as_strategy(generation_mode=mode),
+                              st.none() | st.sampled_from(HOSTILE_TEXT),
+                              st.none() | st.sampled_from(HOSTILE_PATH))
+                    .map(lambda t: _hostile(*t, buffer=local.store("buffer").url)))
         @settings(max_examples=examples, deadline=None, database=None,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         def call(case) -> None:
@@ -287,6 +314,13 @@ def test_presigned_put_upload_end_to_end_on_s3(http, on_s3):
     eve = on_s3.token("eve")
     assert http.post(upload["complete_url"], headers=eve).status_code == 404
     assert http.get(done.json()["status_url"], headers=eve).status_code == 404
+
+
+def test_a_forged_host_header_does_not_reach_the_complete_url(http, on_s3):
+    made = http.post(f"{on_s3.url}/v1/uploads", json={"content_type": "image/jpeg", "size": 1000},
+                     headers={**on_s3.token("hal"), "Host": "evil.example"})
+    assert made.status_code == 201, made.text
+    assert made.json()["complete_url"].startswith(f"{on_s3.url}/v1/uploads/")  # the bound address
 
 
 def test_json_source_in_the_owners_ingest_prefix_is_taken_in(http, on_s3):

@@ -24,7 +24,9 @@ from catalog import upgrade
 from cluster.samples import scene
 from cluster.uploads import owner_area
 from tests.conftest import make_settings
-from tests.services.api_server import Deployment, settings_env, start_api_server, wait_terminal
+from tests.services.api_server import (Deployment, settings_env, start_api_server,
+                                       wait_terminal)
+from tests.services.api_server import assert_error as _error
 from tests.services.postgres import scratch_database
 
 MAX_UPLOAD = 1024 * 1024
@@ -67,15 +69,6 @@ def http() -> httpx.Client:
 
 def _jpeg(seed: int) -> bytes:
     return scene(320, 240, seed).jpegsave_buffer(Q=85)
-
-
-def _error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "message"} and body["message"], body
-    if code:
-        assert body["error"] == code, body
-    return body
 
 
 def _any_asset(api: Deployment) -> str:
@@ -154,6 +147,14 @@ def test_another_owners_asset_is_404_everywhere(http, api):
         _error(http.get(rendition["url"], headers=mallory), 404, "not_found")
     still = http.get(answer.json()["status_url"], headers=alice).json()
     assert still["deleted_at"] is None  # mallory's DELETE did nothing
+
+
+def test_a_forged_host_header_does_not_reach_the_urls_handed_out(http, api):
+    """Without MEDIAFARM_API_PUBLIC_URL, URLs name the address the server is bound to."""
+    answer = http.post(f"{api.url}/v1/assets", headers={**api.token("vic"), "Host": "evil.example"},
+                       files={"file": ("a.jpg", _jpeg(9), "image/jpeg")})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status_url"].startswith(f"{api.url}/v1/assets/")
 
 
 # -- limits -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pipelines.transform.video import (
     VideoOutput, ladder, open_video_stream, poster_frame, preview_clip, transcode, transcode_isolated,
 )
 from pipelines.upload.media_probe import MediaInfo, StreamInfo, probe_media
+from tests.media_samples import phone_video
 
 FPS = 25
 H264 = VideoPreset("h264", heights=(240, 360, 720), speed="ultrafast")
@@ -56,6 +57,7 @@ def media(tmp_path_factory) -> Path:
     ffmpeg("-f", "lavfi", "-i", f"color=black:size=320x240:rate={FPS}:duration=1",
            *pattern("320x240", 2), "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p",
            "-c:v", "libx264", "-preset", "ultrafast", "-g", "250", "-sc_threshold", "0", str(root / "lead.mp4"))
+    phone_video(root)
     # moov first, so that a file cut in half still opens and runs out of data part-way.
     ffmpeg(*pattern("320x240", 4), *X264, "-movflags", "+faststart", str(root / "long.mp4"))
     data = (root / "long.mp4").read_bytes()
@@ -169,6 +171,16 @@ def test_av1_svt(media, tmp_path):
     assert got.video_duration == pytest.approx(2.0, abs=1 / FPS)
 
 
+def first_frames(source: Path, output: str, size: tuple[int, int], folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Grey first frames: the source's as the ffmpeg CLI shows it (autorotated, scaled to size), and ours."""
+    width, height = size
+    reference, ours = folder / "reference.gray", folder / "ours.gray"
+    ffmpeg("-i", str(source), "-frames:v", "1", "-vf", f"scale={width}:{height}", "-f", "rawvideo",
+           "-pix_fmt", "gray", str(reference))
+    ffmpeg("-i", output, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", str(ours))
+    return tuple(np.fromfile(path, np.uint8).reshape(height, width).astype(float) for path in (reference, ours))
+
+
 @pytest.mark.parametrize(("angle", "size"), [(90, (360, 640)), (180, (640, 360)), (270, (360, 640))])
 def test_rotation_gives_upright_output(media, tmp_path, angle, size):
     source = media / f"rotated-{angle}.mp4"
@@ -179,17 +191,29 @@ def test_rotation_gives_upright_output(media, tmp_path, angle, size):
     assert (got.width, got.height) == size == (output.width, output.height)
     assert output.settings["turn"]  # the display matrix was read and acted on
     # The same picture the ffmpeg CLI shows (it autorotates), not a mirror or upside down.
-    width, height = size
-    reference, ours = tmp_path / "reference.gray", tmp_path / "ours.gray"
-    ffmpeg("-i", str(source), "-frames:v", "1", "-vf", f"scale={width}:{height}", "-f", "rawvideo",
-           "-pix_fmt", "gray", str(reference))
-    ffmpeg("-i", output.path, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", str(ours))
-    expected = np.fromfile(reference, np.uint8).reshape(height, width).astype(float)
-    actual = np.fromfile(ours, np.uint8).reshape(height, width).astype(float)
+    expected, actual = first_frames(source, output.path, size, tmp_path)
     assert np.abs(expected - actual).mean() < 3
     assert np.abs(expected - actual[::-1, ::-1]).mean() > 20  # and the check can tell
     with av.open(output.path) as container:  # upright pixels carry no display matrix any more
         assert next(container.decode(video=0)).rotation == 0
+
+
+def test_hevc_in_mov_from_a_phone(media, tmp_path):
+    source = media / "iphone.mov"
+    info = info_of(source)
+    assert [(s.kind, s.codec) for s in info.streams] == [("video", "hevc"), ("audio", "aac"), ("data", "unknown")]
+    assert ladder(H264, info) == [240, 360]
+    for height, size in ((240, (240, 426)), (360, (360, 640))):
+        output = transcode(str(source), str(tmp_path), H264, height, info)
+        got = decode(output.path)
+        assert (got.video_codec, got.width, got.height, got.frames) == ("h264", *size, 2 * FPS)
+        assert (output.width, output.height) == size and output.settings["decoder"] == "hevc"
+        assert got.audio_codec == "aac" and got.video_duration == pytest.approx(2.0, abs=1 / FPS)
+        # Upright as the ffmpeg CLI shows it (it autorotates), 10-bit brought to 8.
+        expected, actual = first_frames(source, output.path, size, tmp_path)
+        assert np.abs(expected - actual).mean() < 3
+    image = Image.open(io.BytesIO(poster_frame(str(source), info)))
+    assert image.size == (360, 640)
 
 
 def test_variable_frame_rate_keeps_its_timing(media, tmp_path):

@@ -9,17 +9,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
 
-from catalog import connect
+from catalog import connect, upgrade
 from catalog.models import Asset
 from cluster.auth import create_token
 from cluster.config import Settings
 from cluster.stores import Store
+from tests.conftest import make_settings
 
 
 @dataclass
@@ -119,6 +122,30 @@ def start_api_server(settings: Settings, log_dir: Path, *, scheduler: str | None
             server.stop()
             raise RuntimeError(f"mediafarm serve did not answer within {timeout}s:\n{server.log()}")
         time.sleep(0.2)
+
+
+@contextmanager
+def sqlite_deployment(root: Path, clamd_url: str, scheduler: str,
+                      extra_env: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """A server on local stores and a SQLite catalog under ``root``, using ``scheduler``."""
+    settings = make_settings(root / "data", f"sqlite:///{root / 'data' / 'catalog.sqlite'}",
+                             clamd_url)
+    upgrade(settings.catalog_url)
+    server = start_api_server(settings, root, scheduler=scheduler, extra_env=extra_env)
+    try:
+        yield Deployment(server, settings)
+    finally:
+        server.stop()
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    """``response`` is the API's error shape with ``status`` (and ``code``); returns its body."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "message"} and body["message"], body
+    if code:
+        assert body["error"] == code, body
+    return body
 
 
 def wait_terminal(client: httpx.Client, status_url: str, headers: dict[str, str],

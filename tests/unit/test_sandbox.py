@@ -58,6 +58,25 @@ def boom() -> None:
     raise KeyError("no such thing")
 
 
+def undecodable() -> None:
+    b"Gr\xf6\xdfe".decode("utf-8")
+
+
+def mismatch() -> None:
+    # As PyAV's AudioResampler fails on a frame whose rate changed, inside a decode loop's error.
+    try:
+        raise ValueError("Frame does not match AudioResampler setup.")
+    except ValueError as exc:
+        error = RuntimeError("encoding the audio failed\nat frame 431 of 1200")
+        error.add_note("the source changed from 44100 Hz mono to 48000 Hz stereo")
+        raise error from exc
+
+
+def disk_full() -> None:
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def shout_and_return() -> str:
     print("stray output on stdout must not corrupt the result")
     os.write(1, b"nor must raw writes to fd 1\n")
@@ -158,11 +177,30 @@ def test_allocating_past_the_memory_limit_is_rejected():
     assert stop.reason in {"decoder_out_of_memory", "decoder_crashed"}
 
 
-def test_other_exceptions_are_retryable_internal_errors():
+@pytest.mark.parametrize("func", [boom, undecodable])
+def test_other_exceptions_are_internal_errors_that_no_retry_mends(func):
+    # The child ran on local files only: what failed there fails the same way on every try.
     with pytest.raises(Failed) as caught:
-        run_isolated(boom, **LIMITS)
+        run_isolated(func, **LIMITS)
+    assert caught.value.reason == "internal_error" and not caught.value.retryable
+    assert func.__name__ in caught.value.details["traceback"]
+
+
+def test_an_internal_error_keeps_its_whole_cause():
+    with pytest.raises(Failed) as caught:
+        run_isolated(mismatch, **LIMITS)
+    message = caught.value.message
+    assert not caught.value.retryable
+    for part in ("RuntimeError: encoding the audio failed", "at frame 431 of 1200",
+                 "44100 Hz mono to 48000 Hz stereo", "in mismatch, test_sandbox.py:",
+                 "ValueError: Frame does not match AudioResampler setup."):
+        assert part in message, part
+
+
+def test_running_short_of_disk_is_worth_a_retry():
+    with pytest.raises(Failed) as caught:
+        run_isolated(disk_full, **LIMITS)
     assert caught.value.reason == "internal_error" and caught.value.retryable
-    assert "KeyError" in caught.value.message and "boom" in caught.value.details["traceback"]
 
 
 def test_stray_stdout_does_not_corrupt_the_result():
