@@ -56,6 +56,9 @@ class Asset(Base):
     current_version: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     job_id: Mapped[str | None] = mapped_column(String(36), index=True)  # the last job to queue it
+    # The run working on it and until when, unless renewed; cleared when it ends (None: free).
+    claim_holder: Mapped[str | None] = mapped_column(String(200), index=True)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -15,8 +15,25 @@ from catalog.retry import DEFAULT_RETRY_S, Retry, retried
 from catalog.models import Asset, AssetVersion, Base, Blob, Job, Recipe, Rendition, StageRun
 
 
+TERMINAL = ("ready", "rejected", "failed")
+# Rounds of read-then-claim for assets another writer changed in between; what is
+# still contested after them is reported held, and its holder's run awaited.
+CLAIM_ROUNDS = 5
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time the catalog writes is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def claim_is_live(asset: dict, holder: str, now: datetime) -> bool:
+    """True when another run than ``holder`` holds ``asset`` and its lease has not lapsed."""
+    return bool(asset["claim_holder"] not in (None, holder) and asset["claim_expires_at"]
+                and _aware(asset["claim_expires_at"]) > now)
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,19 @@ class RenditionRecord:
     metric_name: str | None = None
     metric_value: float | None = None
     encoder: dict | None = None
+
+
+# An asset that ends lets go of its claim: the next run may take it at once (e.g. --force).
+_RELEASED = {"claim_holder": None, "claim_expires_at": None}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``Catalog.claim`` found: the assets now held, and the ones left alone."""
+
+    attempts: dict[str, int]          # claimed: each asset's new attempt
+    held: dict[str, str | None]       # held by another live run (its holder, None if racing)
+    unwanted: list[str]               # not wanted (e.g. finished already): untouched
 
 
 class Catalog:
@@ -144,6 +174,103 @@ class Catalog:
                          ["source_fingerprint", "recipe_id", "status", "reason", "message",
                           "retryable", "attempt", "job_id", "updated_at"])
         return attempts
+
+    def claim(self, requests: Sequence[AssetRequest], recipe_id: str, holder: str,
+              lease_s: float, wanted: Callable[[dict | None, AssetRequest], bool],
+              job_id: str | None = None) -> Claim:
+        """Queue a new attempt at each wanted asset that no other live run holds, as ``holder``.
+
+        ``wanted`` sees each asset's row (None when new) and decides whether it needs
+        work. The claim is a compare-and-set: an asset is taken only if its row is
+        still as read (same attempt and status) and its claim is free, ``holder``'s
+        own, or lapsed; an asset someone changed in between is read and decided
+        again. So two runs never both take an asset, on PostgreSQL or SQLite.
+        """
+        pending = {r.asset_id: r for r in requests}
+        attempts: dict[str, int] = {}
+        held: dict[str, str | None] = {}
+        unwanted: list[str] = []
+        for _ in range(CLAIM_ROUNDS):
+            if not pending:
+                break
+            rows = self.assets(pending)
+            now = utcnow()
+            free = []
+            for asset_id, request in list(pending.items()):
+                row = rows.get(asset_id)
+                if not wanted(row, request):
+                    unwanted.append(asset_id)
+                elif row is not None and claim_is_live(row, holder, now):
+                    held[asset_id] = row["claim_holder"]
+                else:
+                    free.append((request, row))
+                    continue
+                del pending[asset_id]
+            won = self._claim(free, recipe_id, holder, now + timedelta(seconds=lease_s), job_id)
+            attempts.update(won)
+            for asset_id in won:
+                del pending[asset_id]
+        held.update(dict.fromkeys(pending))
+        return Claim(attempts, held, unwanted)
+
+    @retried
+    def _claim(self, free: Sequence[tuple[AssetRequest, dict | None]], recipe_id: str,
+               holder: str, expires: datetime, job_id: str | None) -> dict[str, int]:
+        """One transaction of conditional writes; the assets it took, from RETURNING
+        (an ON CONFLICT DO NOTHING insert's rowcount is not to be trusted)."""
+        table = Asset.__table__
+        now = utcnow()
+        claimed = {"status": "queued", "reason": None, "message": None, "retryable": False,
+                   "recipe_id": recipe_id, "job_id": job_id, "claim_holder": holder,
+                   "claim_expires_at": expires, "updated_at": now}
+        new = sorted((r for r, row in free if row is None), key=lambda r: r.asset_id)
+        old = {r.asset_id: (r, row) for r, row in free if row is not None}
+        won: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            if new:
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                statement = (dialect.insert(table).on_conflict_do_nothing(index_elements=["id"])
+                             .returning(table.c.id))
+                rows = [{"id": r.asset_id, "owner": r.owner, "source_uri": r.source_uri,
+                         "source_fingerprint": r.fingerprint, "attempt": 1, **claimed}
+                        for r in new]
+                won.update(dict.fromkeys(conn.execute(statement, rows).scalars(), 1))
+            if old:
+                def by_id(value) -> object:  # one statement, a value per row: CASE id WHEN ...
+                    return case({a: value(r, row) for a, (r, row) in old.items()},
+                                value=table.c.id)
+
+                statement = (
+                    update(table)
+                    .where(table.c.id.in_(sorted(old)),
+                           table.c.attempt == by_id(lambda r, row: row["attempt"]),
+                           table.c.status == by_id(lambda r, row: row["status"]),
+                           or_(table.c.claim_holder.is_(None), table.c.claim_holder == holder,
+                               table.c.claim_expires_at < now))
+                    .values(attempt=table.c.attempt + 1,
+                            source_fingerprint=by_id(lambda r, row: r.fingerprint), **claimed)
+                    .returning(table.c.id, table.c.attempt))
+                won.update(dict(conn.execute(statement).all()))
+        return won
+
+    @retried
+    def renew_claims(self, holder: str, lease_s: float) -> int:
+        """Push back the lease of every claim ``holder`` has; how many there were."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(Asset.__table__).where(Asset.claim_holder == holder)
+                                .values(claim_expires_at=utcnow() + timedelta(seconds=lease_s))
+                                ).rowcount
+
+    @retried
+    def release_claims(self, holder: str, job_id: str | None = None) -> None:
+        """Let go of ``holder``'s claims on assets it did not finish (only those ``job_id``
+        queued, if given), e.g. when its run stops or its job fails."""
+        table = Asset.__table__
+        statement = update(table).where(table.c.claim_holder == holder)
+        if job_id is not None:
+            statement = statement.where(table.c.job_id == job_id)
+        with self.engine.begin() as conn:
+            conn.execute(statement.values(claim_holder=None, claim_expires_at=None))
 
     @retried
     def mark_processing_many(self, attempts: dict[str, int]) -> None:
@@ -278,7 +405,7 @@ class Catalog:
         versions = self._versions(conn, [(a, blob, recipe) for a, _, blob, recipe, _, _ in ready])
         self._update_assets(conn, [
             {"id": a, "attempt": attempt, "status": "ready", "sha256": blob,
-             "current_version": versions[a, blob, recipe]}
+             "current_version": versions[a, blob, recipe], **_RELEASED}
             for a, attempt, blob, recipe, _, _ in ready])
 
     @retried
@@ -291,7 +418,7 @@ class Catalog:
         """``stops`` holds ``record_stop`` argument tuples (``sha256`` may be left out)."""
         self._update_assets(conn, [
             {"id": a, "attempt": attempt, "status": status, "reason": reason, "message": message,
-             "retryable": retryable, "sha256": sha256[0] if sha256 else None}
+             "retryable": retryable, "sha256": sha256[0] if sha256 else None, **_RELEASED}
             for a, attempt, status, reason, message, retryable, *sha256 in stops])
 
     def _versions(self, conn: Connection, keys: Sequence[tuple[str, str, str]]) -> dict[tuple, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 from catalog import Catalog
 from catalog.repository import AssetRequest
 from cluster import reencode, script_workers, sources
+from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
 from cluster.graph import plan_asset, resubmit, submit_plan
@@ -48,13 +50,17 @@ class Farm:
 
     With no scheduler address (argument, ``DASK_SCHEDULER_ADDRESS`` or config)
     the farm starts a LocalCluster with one single-threaded worker process per core.
+    The farm is one run for ``cluster.claims``: the assets it queues are its own
+    until they end, and other runs wait for them rather than doing them again.
     """
 
     def __init__(self, settings: Settings | None = None, *, client: Client | None = None,
-                 scheduler_address: str | None = None, n_workers: int | None = None) -> None:
+                 scheduler_address: str | None = None, n_workers: int | None = None,
+                 claim_lease_s: float = CLAIM_LEASE_S) -> None:
         self.settings = settings or load_settings()
         self.catalog = Catalog(self.settings.catalog_url, self.settings.catalog_retry_s)
         self.catalog.upgrade()
+        self.holder, self.claim_lease_s = new_holder(), claim_lease_s
         self._cluster: LocalCluster | None = None
         address = scheduler_address or self.settings.scheduler_address
         if client is not None:
@@ -71,6 +77,9 @@ class Farm:
                     env={"VIPS_CONCURRENCY": "1"},
                     scheduler_kwargs={"allowed_failures": OWN_CLUSTER_ALLOWED_FAILURES})
             self.client, self._owns_client = Client(self._cluster), True
+        self._lease = Lease(self.catalog, self.holder, claim_lease_s)
+        # A Farm dropped without close() stops renewing once collected: its claims lapse.
+        weakref.finalize(self, self._lease.halt)
         try:
             self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))
         except BaseException:  # Ctrl-C included: stop what was started
@@ -97,23 +106,34 @@ class Farm:
 
     def submit(self, requests: list[AssetRequest], recipe: Recipe | None = None, *,
                force: bool = False) -> "Batch":
-        """Submit expanded requests (see ``cluster.sources.expand``)."""
+        """Submit expanded requests (see ``cluster.sources.expand``).
+
+        Assets another live run holds are not started again: the batch waits for
+        them to end (``cluster.claims``).
+        """
         recipe = (recipe or DEFAULT_RECIPE).with_tools(tool_versions())
         self.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
-        previous = self.catalog.assets(r.asset_id for r in requests)
-        todo = [r for r in requests
-                if force or not _unchanged(previous.get(r.asset_id), r, recipe.id)]
-        attempts = self.catalog.queue(todo, recipe.id, previous)
-        batch = uuid.uuid4().hex[:8]
-        futures, jobs = {}, {}
-        for request in todo:
-            job = jobs[request.asset_id] = Job(request.asset_id, attempts[request.asset_id],
-                                               request.source_uri, recipe, self.settings)
-            futures[request.asset_id] = submit_plan(
-                self.client, plan_asset(request.asset_id, job.attempt, batch), job)
-        log.info("submitted %d of %d assets (%d unchanged)", len(todo), len(requests),
-                 len(requests) - len(todo))
-        return Batch(self, [r.asset_id for r in requests], futures, attempts, jobs)
+        claim = self.catalog.claim(requests, recipe.id, self.holder, self.claim_lease_s,
+                                   lambda row, r: force or not _unchanged(row, r, recipe.id))
+        by_id = {r.asset_id: r for r in requests}
+        batch = Batch(self, recipe, [r.asset_id for r in requests], {}, {}, {},
+                      {asset_id: by_id[asset_id] for asset_id in claim.held})
+        self.start(batch, [by_id[asset_id] for asset_id in claim.attempts], claim.attempts)
+        log.info("submitted %d of %d assets (%d unchanged, %d held by other runs)",
+                 len(claim.attempts), len(requests), len(claim.unwanted), len(claim.held))
+        return batch
+
+    def start(self, batch: "Batch", requests: list[AssetRequest],
+              attempts: dict[str, int]) -> None:
+        """Put the per-asset graphs of claimed ``requests`` on the cluster, into ``batch``."""
+        key = uuid.uuid4().hex[:8]
+        for request in requests:
+            job = batch.jobs[request.asset_id] = Job(
+                request.asset_id, attempts[request.asset_id], request.source_uri,
+                batch.recipe, self.settings)
+            batch.attempts[request.asset_id] = job.attempt
+            batch.futures[request.asset_id] = submit_plan(
+                self.client, plan_asset(request.asset_id, job.attempt, key), job)
 
     def retry_alone(self, job: Job, deaths: int,
                     hold: Callable[[Future], None] = lambda future: None) -> dict:
@@ -169,29 +189,44 @@ class Farm:
             lambda items: self.client.submit(partition, items, recipe, self.settings,
                                              priority=BULK_PRIORITY, pure=False),
             limit, self.isolation, self.catalog, settled)
+        held: dict[str, AssetRequest] = {}  # by other runs (cluster.claims): awaited at the end
+
+        def start(requests: list[AssetRequest], attempts: dict[str, int]) -> None:
+            nonlocal submitted
+            if not requests:
+                return
+            stored = self.catalog.assets(attempts) if from_originals else {}
+            originals = self.stores["originals"]
+            submitted += len(requests)
+            partitions.add([Item(r.asset_id, originals.url_for(stored[r.asset_id]["sha256"])
+                                 if from_originals else r.source_uri, attempts[r.asset_id])
+                            for r in requests])
+
         try:
             opened = Manifest(manifest, self.catalog, owner)
             total = opened.size
             report()
             for requests in opened.batches(batch_size or partition_size(total, threads)):
-                previous = self.catalog.assets(r.asset_id for r in requests)
-                todo = [r for r in requests if not _done(previous.get(r.asset_id), recipe.id)]
-                skipped += len(requests) - len(todo)
+                claim = self.catalog.claim(requests, recipe.id, self.holder, self.claim_lease_s,
+                                           lambda row, r: not _done(row, recipe.id), job_id)
+                skipped += len(claim.unwanted)
                 counts["skipped"] = skipped
-                if not todo:
+                held.update((r.asset_id, r) for r in requests if r.asset_id in claim.held)
+                start([r for r in requests if r.asset_id in claim.attempts], claim.attempts)
+                if not claim.attempts:
                     report()
-                    continue
-                attempts = self.catalog.queue(todo, recipe.id, previous, job_id)
-                originals = self.stores["originals"]
-                submitted += len(todo)
-                partitions.add([Item(r.asset_id, originals.url_for(previous[r.asset_id]["sha256"])
-                                     if from_originals else r.source_uri, attempts[r.asset_id])
-                                for r in todo])
             partitions.finish()
+            while held:
+                ended = await_held(self.catalog, held, self.holder, self.claim_lease_s,
+                                   recipe.id, start, job_id)
+                settled([], Counter(ended.values()))
+                partitions.finish()
         except BaseException:
-            # A bad manifest or a lost cluster: the job must not look as if it still ran.
+            # A bad manifest or a lost cluster: the job must not look as if it still ran,
+            # nor hold its unfinished assets from the run that finishes them.
             self.catalog.update_job(job_id, status="failed", submitted=submitted,
                                     skipped=skipped, counts=dict(counts))
+            self.catalog.release_claims(self.holder, job_id)
             raise
         del counts["skipped"]
         self.catalog.update_job(job_id, status="finished", submitted=submitted, skipped=skipped,
@@ -240,6 +275,7 @@ class Farm:
         return with_locations(self.catalog, self.stores["renditions"], asset_ids)
 
     def close(self) -> None:
+        self._lease.stop()
         if self._owns_client:
             self.client.close()
         if self._cluster is not None:
@@ -261,22 +297,25 @@ class Farm:
 @dataclass
 class Batch:
     farm: Farm
+    recipe: Recipe
     asset_ids: list[str]
     futures: dict[str, Future]
     attempts: dict[str, int]
     jobs: dict[str, Job]
+    held: dict[str, AssetRequest]  # by other runs: awaited, taken over if their claim lapses
 
     def wait(self, progress: Progress | None = None) -> list[dict]:
         """Wait for every asset to end; returns their summaries in the order submitted.
 
         An asset whose task was on workers that died is run once more, alone, after
-        the others (``cluster.quarantine``).
+        the others (``cluster.quarantine``). Assets another run holds are awaited
+        until they end, and run here if that run's claim lapses (``cluster.claims``).
         """
         counts: Counter = Counter()
-        total, done = len(self.asset_ids), len(self.asset_ids) - len(self.futures)
+        total = len(self.asset_ids)
+        done = total - len(self.futures) - len(self.held)
         if progress:
             progress(done, total, counts)
-        by_future = {future.key: asset_id for asset_id, future in self.futures.items()}
         suspects: list[tuple[str, int]] = []
 
         def settle(asset_id: str, outcome: Callable[[], dict]) -> None:
@@ -291,16 +330,25 @@ class Batch:
                 progress(done, total, counts)
 
         try:
-            for future in as_completed(list(self.futures.values())):
-                asset_id = by_future[future.key]
-                deaths = worker_deaths(future.exception()) if future.status == "error" else 0
-                if deaths:
-                    suspects.append((asset_id, deaths))
-                else:
-                    settle(asset_id, future.result)
-                # Let go of the result once read, before waiting for the next: a worker that
-                # died holding it would make Dask run the whole asset again behind our back.
-                del self.futures[asset_id], future
+            while True:
+                by_future = {future.key: asset_id for asset_id, future in self.futures.items()}
+                for future in as_completed(list(self.futures.values())):
+                    asset_id = by_future[future.key]
+                    deaths = worker_deaths(future.exception()) if future.status == "error" else 0
+                    if deaths:
+                        suspects.append((asset_id, deaths))
+                    else:
+                        settle(asset_id, future.result)
+                    # Let go of the result once read, before waiting for the next: a worker
+                    # that died holding it would make Dask run the whole asset again.
+                    del self.futures[asset_id], future
+                if not self.held:
+                    break
+                farm = self.farm
+                ended = await_held(farm.catalog, self.held, farm.holder, farm.claim_lease_s,
+                                   self.recipe.id, partial(farm.start, self))
+                for asset_id, status in ended.items():
+                    settle(asset_id, partial(dict, status=status))
             for asset_id, deaths in suspects:
                 settle(asset_id, partial(self.farm.retry_alone, self.jobs[asset_id], deaths))
         except KeyboardInterrupt:

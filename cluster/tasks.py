@@ -171,9 +171,12 @@ def compress_task(job: Job, carry: Carry) -> Carry:
             return replace(carry, details={"skipped": "every preset reused"})
         presets = {p.name: p for p in job.recipe.presets}
         encoded = tuple(compress(r, presets[r.preset]) for r in carry.rasters)
+        # A quality search's verdict (target met, or a note saying why not) goes on record.
         return replace(carry, rasters=(), encoded=encoded, details={
             e.preset: {"format": e.format, "quality": e.quality, "bytes": len(e.data),
-                       "metric": e.metric} for e in encoded})
+                       "metric": e.metric,
+                       **{k: e.settings[k] for k in ("target_met", "note") if k in e.settings}}
+            for e in encoded})
     return _run("compress", job, carry, body)
 
 

@@ -17,6 +17,11 @@ from pathlib import Path
 FITS = ("contain", "cover", "fill")
 CROPS = ("centre", "attention", "entropy", "low", "high")
 FORMATS = ("webp", "avif", "jpeg", "png")
+# The lowest quality a search (target_ssim, target_bytes) may choose unless a preset
+# says otherwise: jpeg-recompress's default floor (it searches 40..95). SSIM hardly
+# moves as blocking spreads over smooth gradients, so without a floor a search for
+# SSIM 0.97 ran to quality 1 on a soft photograph.
+DEFAULT_MIN_QUALITY = 40
 ALPHA_FORMATS = ("webp", "avif", "png")
 
 
@@ -31,7 +36,8 @@ class Preset:
 
     ``format`` is one of FORMATS or ``auto`` (the smallest of ``candidates``).
     ``target_ssim`` or ``target_bytes`` turn ``quality`` into a ceiling for a
-    search that keeps the smallest encoding meeting the target.
+    search that keeps the smallest encoding meeting the target, and never goes
+    below ``min_quality`` (default: DEFAULT_MIN_QUALITY, or ``quality`` if lower).
     """
 
     name: str
@@ -45,6 +51,7 @@ class Preset:
     target_ssim: float | None = None
     target_bytes: int | None = None
     background: tuple[int, int, int] = (255, 255, 255)
+    min_quality: int | None = None
 
     def __post_init__(self) -> None:
         def bad(message: str) -> ValueError:
@@ -70,6 +77,8 @@ class Preset:
             raise bad("target_ssim must be between 0 and 1")
         if self.target_bytes is not None and self.target_bytes <= 0:
             raise bad("target_bytes must be positive")
+        if self.min_quality is not None and not 1 <= self.min_quality <= self.quality:
+            raise bad(f"min_quality must be 1..quality ({self.quality})")
         if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
             raise bad("background is three 0..255 values")
 
@@ -77,6 +86,20 @@ class Preset:
     def formats(self) -> tuple[str, ...]:
         """The formats to try: the chosen one, or every candidate for ``auto``."""
         return self.candidates if self.format == "auto" else (self.format,)
+
+    @property
+    def floor(self) -> int:
+        """The lowest quality a search may keep."""
+        return self.min_quality or min(DEFAULT_MIN_QUALITY, self.quality)
+
+    def canonical(self) -> dict:
+        """The preset as hashed. The floor in force counts only where a search uses it:
+        other presets' bytes do not depend on it, so their ids (and renditions) stay."""
+        data = asdict(self)
+        del data["min_quality"]
+        if self.target_ssim is not None or self.target_bytes is not None:
+            data["min_quality"] = self.floor
+        return data
 
     def box(self) -> tuple[int, int]:
         """The box the preset fits into; ``contain`` without a height is a square."""
@@ -146,6 +169,9 @@ class VideoPreset:
         if self.hls and self.container != "mp4":
             raise bad("HLS packaging takes mp4 renditions")
 
+    def canonical(self) -> dict:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -165,8 +191,8 @@ class Recipe:
         """The recipe as plain data, in a stable order; what the id hashes."""
         return {
             "name": self.name,
-            "presets": [asdict(p) for p in sorted(self.presets, key=lambda p: p.name)],
-            "video": [asdict(p) for p in sorted(self.video, key=lambda p: p.name)],
+            "presets": [p.canonical() for p in sorted(self.presets, key=lambda p: p.name)],
+            "video": [p.canonical() for p in sorted(self.video, key=lambda p: p.name)],
             "tools": dict(sorted(self.tool_versions)),
         }
 
@@ -176,7 +202,7 @@ class Recipe:
 
     def preset_id(self, preset: Preset | VideoPreset) -> str:
         """What a rendition's bytes depend on: the preset and the tools, not its neighbours."""
-        return _hash({"preset": asdict(preset), "tools": dict(sorted(self.tool_versions))})
+        return _hash({"preset": preset.canonical(), "tools": dict(sorted(self.tool_versions))})
 
     def with_tools(self, versions: dict[str, str]) -> "Recipe":
         return Recipe(self.name, self.presets, tuple(sorted(versions.items())), self.video)

@@ -4,8 +4,11 @@ Metadata (EXIF, XMP, GPS, IPTC) never leaves the farm, and rasters are sRGB by
 now, so the colour profile would add bytes and nothing else: every encoder runs
 with ``keep="none"``. Formats without alpha get the image flattened onto the
 preset's background. ``format: auto`` encodes every candidate and keeps the
-smallest; a ``target_ssim`` or ``target_bytes`` searches quality for the
-smallest encoding that meets it.
+smallest; a ``target_ssim`` or ``target_bytes`` searches quality, between the
+preset's floor and its quality, for the smallest encoding that meets it. A
+target the search cannot meet is not hidden: the rendition's settings say
+``target_met: false`` with a note, and the encoding kept is the nearest miss
+(for bytes: the floor's, never one below it).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ import pyvips
 from pipelines.optimize.metrics import ssim
 from pipelines.raster import Raster
 from pipelines.recipe import ALPHA_FORMATS, Preset
-
-MIN_QUALITY = 1
 
 # Encoder settings chosen for throughput: low effort costs a few percent in size
 # and saves most of the time; JPEG is progressive with optimised Huffman tables.
@@ -90,6 +91,18 @@ def _encode_for_target(image: pyvips.Image, name: str, fmt: str, preset: Preset)
     def encode_at(quality: int) -> bytes:
         return encode(image, fmt, quality, preset.background)
 
+    def searched(found: tuple[int, bytes, float, bool], target: str,
+                 metric: tuple[str, float] | None = None) -> Encoded:
+        quality, data, _, met = found
+        encoded = make(quality, data, metric)
+        settings = {**encoded.settings, "target_met": met}
+        if not met:
+            settings["note"] = (f"{target} not met: the nearest is quality {quality} "
+                                f"(searched {preset.floor}..{preset.quality}, floor "
+                                f"{preset.floor}), {len(data)} bytes"
+                                + (f", {metric[0]} {metric[1]}" if metric else ""))
+        return replace(encoded, settings=settings)
+
     if preset.target_ssim is not None:
         # Compared with what the encoder was given: the resized, sRGB rendition.
         def meets_ssim(data: bytes) -> tuple[bool, float]:
@@ -97,27 +110,29 @@ def _encode_for_target(image: pyvips.Image, name: str, fmt: str, preset: Preset)
             value = ssim(image, decoded, preset.background)
             return value >= preset.target_ssim, value
 
-        quality, data, value = _search_quality(encode_at, preset.quality, meets_ssim)
-        return make(quality, data, ("ssim", round(value, 5)))
+        found = _search_quality(encode_at, preset.floor, preset.quality, meets_ssim)
+        return searched(found, f"target_ssim {preset.target_ssim}", ("ssim", round(found[2], 5)))
     if preset.target_bytes is not None:
         def fits(data: bytes) -> tuple[bool, float]:
             return len(data) <= preset.target_bytes, len(data)
 
-        quality, data, _ = _search_quality(encode_at, preset.quality, fits, prefer_highest=True)
-        return make(quality, data)
+        found = _search_quality(encode_at, preset.floor, preset.quality, fits,
+                                prefer_highest=True)
+        return searched(found, f"target_bytes {preset.target_bytes}")
     return make(preset.quality, encode(image, fmt, preset.quality, preset.background))
 
 
-def _search_quality(encode_at: Callable[[int], bytes], ceiling: int,
+def _search_quality(encode_at: Callable[[int], bytes], floor: int, ceiling: int,
                     check: Callable[[bytes], tuple[bool, float]],
-                    prefer_highest: bool = False) -> tuple[int, bytes, float]:
-    """Binary-search quality in [MIN_QUALITY, ceiling].
+                    prefer_highest: bool = False) -> tuple[int, bytes, float, bool]:
+    """Binary-search quality in [floor, ceiling]; (quality, bytes, value, target met).
 
     For a quality target (SSIM rises with quality) keep the lowest quality that
     meets it; for a size target (bytes rise with quality) keep the highest that
-    fits. When nothing meets the target, the nearest miss is returned.
+    fits. When nothing meets the target, the nearest miss is returned: the
+    ceiling for a quality target, the floor for a size target.
     """
-    low, high = MIN_QUALITY, ceiling
+    low, high = floor, ceiling
     best: tuple[int, bytes, float] | None = None
     fallback: tuple[int, bytes, float] | None = None
     while low <= high:
@@ -136,4 +151,4 @@ def _search_quality(encode_at: Callable[[int], bytes], ceiling: int,
                 high = quality - 1
             else:
                 low = quality + 1
-    return best or fallback
+    return (*best, True) if best else (*fallback, False)

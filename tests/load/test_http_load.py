@@ -2,8 +2,9 @@
 
 The server is ``mediafarm serve`` (PostgreSQL catalog, the suite's Dask
 cluster); the load comes from ``tests/load/http_load_client.py`` in a process
-of its own. The figures are printed (``-s`` shows them) and quoted, with the
-command, in docs/http.md.
+of its own. The test asserts outcomes only: every upload accepted, every asset
+ends ``ready``. How fast is a benchmark's question (benchmarks/bench_http_load.py,
+figures in docs/http.md): on a loaded machine the same work simply takes longer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from tests.services.api_server import Deployment, start_api_server
 pytestmark = [pytest.mark.slow]
 
 UPLOADS = 200
-TIME_BOUND_S = 150
+# Only so a server that never finishes cannot hang the suite: far above what 200
+# small images take even on a machine with a load average of 25.
+OUTCOME_BOUND_S = 1800
 
 
 @pytest.fixture
@@ -37,11 +40,10 @@ def test_200_concurrent_uploads_all_reach_a_terminal_status(api):
     token = api.token("load", "submit,read")["Authorization"].removeprefix("Bearer ")
     command = [sys.executable, "-m", "tests.load.http_load_client", "--url", api.url,
                "--token", token, "--count", str(UPLOADS), "--concurrency", str(UPLOADS),
-               "--timeout", str(TIME_BOUND_S)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=TIME_BOUND_S + 60)
+               "--wait", str(OUTCOME_BOUND_S)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=OUTCOME_BOUND_S + 120)
     assert run.returncode in (0, 1), run.stderr
     report = json.loads(run.stdout)
-    print("\nHTTP load:", json.dumps(report))
     assert report["upload_statuses"] == {"202": UPLOADS}
-    assert report["not_terminal"] == 0 and report["all_terminal_s"] < TIME_BOUND_S
+    assert report["not_terminal"] == 0, report
     assert report["terminal"] == {"ready": UPLOADS}
