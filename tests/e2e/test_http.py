@@ -202,6 +202,8 @@ def test_health_and_readiness(http, local):
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready",
                             "checks": {"catalog": "ok", "scheduler": "ok", "clamd": "ok"}}
+    # `serve` logs each request at its default level, as an operator expects of a server.
+    assert '"GET /healthz HTTP/1.1" 200' in local.server.log()
 
 
 # -- the OpenAPI document, fuzzed -------------------------------------------------------------

@@ -99,7 +99,7 @@ def start_api_server(settings: Settings, log_dir: Path, *, scheduler: str | None
     env.update(extra_env or {})
     port = free_port()
     command = [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning"]
+               "--port", str(port)]  # the default log level: requests are logged, as users see
     if scheduler:
         command += ["--scheduler", scheduler]
     if workers:
