@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
+import tenacity
 from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class RetryStats:
 
 @dataclass
 class Retry:
-    """Exponential backoff with jitter, bounded by a total budget per call.
+    """Exponential backoff with jitter (tenacity), bounded by a total budget per call.
 
     The budget counts from a call's first failure, so a long transaction that
     ran fine before the server went away does not eat into it. Calls nested in
@@ -94,42 +94,45 @@ class Retry:
 
     def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:
         first_failure: float | None = None
-        attempts = 0
-        while True:
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as error:
-                if not is_disconnect(error):
-                    raise
-                now = time.monotonic()
-                if first_failure is None:
-                    first_failure = now
-                    log.warning("catalog %s unavailable (%s); retrying for up to %.0f s",
-                                self.server, _first_line(error), self.budget_s)
-                attempts += 1
-                waited = now - first_failure
-                if waited >= self.budget_s:
-                    self._settle(waited)
-                    self.stats.gave_up += 1
-                    raise CatalogUnavailable(
-                        f"the catalog at {self.server} is unavailable: gave up after "
-                        f"{waited:.1f} s and {attempts} attempts (budget {self.budget_s:g} s, "
-                        f"MEDIAFARM_CATALOG_RETRY_S); last error: {_first_line(error)}") from error
-                self.stats.retries += 1
-                time.sleep(min(self._delay(attempts), self.budget_s - waited))
-                continue
-            if first_failure is not None:
-                waited = self._settle(time.monotonic() - first_failure)
-                self.stats.recovered += 1
-                log.warning("catalog %s reachable again after %.1f s and %d retries",
-                            self.server, waited, attempts)
-            return result
 
-    def _delay(self, attempt: int) -> float:
+        def waited() -> float:
+            return time.monotonic() - first_failure
+
+        def failed(state: tenacity.RetryCallState) -> None:
+            nonlocal first_failure
+            if first_failure is None:
+                first_failure = state.outcome_timestamp
+                log.warning("catalog %s unavailable (%s); retrying for up to %.0f s",
+                            self.server, _first_line(state.outcome.exception()), self.budget_s)
+
+        def give_up(state: tenacity.RetryCallState):
+            error, spent = state.outcome.exception(), self._settle(waited())
+            self.stats.gave_up += 1
+            raise CatalogUnavailable(
+                f"the catalog at {self.server} is unavailable: gave up after "
+                f"{spent:.1f} s and {state.attempt_number} attempts (budget {self.budget_s:g} s, "
+                f"MEDIAFARM_CATALOG_RETRY_S); last error: {_first_line(error)}") from error
+
+        def count_retry(state: tenacity.RetryCallState) -> None:
+            self.stats.retries += 1
+
         # "Equal jitter": half the exponential step fixed, half random, so that many
-        # workers coming back at once do not knock in step.
-        step = min(self.max_delay_s, self.first_delay_s * 2 ** (attempt - 1))
-        return step / 2 + random.uniform(0, step / 2)
+        # workers coming back at once do not knock in step; the last wait ends on the budget.
+        half_first, half_max = self.first_delay_s / 2, self.max_delay_s / 2
+        jittered = (tenacity.wait_exponential(multiplier=half_first, max=half_max)
+                    + tenacity.wait_random_exponential(multiplier=half_first, max=half_max))
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_disconnect), after=failed,
+            stop=lambda state: waited() >= self.budget_s,
+            wait=lambda state: max(0.0, min(jittered(state), self.budget_s - waited())),
+            before_sleep=count_retry, retry_error_callback=give_up)
+        result = retrying(fn, *args, **kwargs)
+        if first_failure is not None:
+            spent = self._settle(waited())
+            self.stats.recovered += 1
+            log.warning("catalog %s reachable again after %.1f s and %d retries",
+                        self.server, spent, retrying.statistics["attempt_number"] - 1)
+        return result
 
     def _settle(self, waited: float) -> float:
         self.stats.waited_s += waited

@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 import botocore.exceptions
 import fsspec
+import tenacity
 from botocore.parsers import ResponseParserError
 from fsspec.implementations.local import LocalFileSystem
 
@@ -255,6 +256,8 @@ class Backoff:
     drawn between half the ceiling and all of it, so workers hit by one outage spread
     out, yet none hammers the endpoint. Attempts stop once ``budget_s`` has passed since
     the first began; the last wait is cut short to end on the budget, for one last try.
+    tenacity runs the attempts (``retrying``) and calls ``wait`` as its wait strategy: a
+    pure function of the random draw, so the policy is tested without clock or chance.
     """
 
     budget_s: float = 30.0
@@ -317,34 +320,38 @@ def retrying(operation: str, call: Callable[[], T], backoff: Backoff, *,
              sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], float] = time.monotonic,
              jitter: Callable[[], float] = random.random) -> T:
-    """``call()``, retried through transient errors (see ``transient``) as ``backoff`` says.
+    """``call()``, retried by tenacity through transient errors (see ``transient``) as
+    ``backoff`` says.
 
     Other errors are raised at once. When the budget is spent, raises
     ``StorageUnavailable`` naming ``operation``, the attempts, the time and the last error.
     """
-    start, attempt = clock(), 0
-    while True:
-        attempt += 1
-        try:
-            result = call()
-        except Exception as exc:  # noqa: BLE001 - sorted by transient() just below
-            if not transient(exc):
-                raise
-            error = exc
-        else:
-            if attempt > 1:
-                log.warning("%s succeeded on attempt %d after %.1f s", operation, attempt,
-                            clock() - start)
-            return result
-        elapsed = clock() - start
-        wait = backoff.wait(attempt, elapsed, jitter())
-        if wait is None:
-            text = f"{type(error).__name__}: {error}"
-            raise StorageUnavailable(
-                f"{operation} failed {attempt} times over {elapsed:.1f} s (budget "
-                f"{backoff.budget_s:g} s); last error: {text}",
-                {"operation": operation, "attempts": attempt, "elapsed_s": round(elapsed, 3),
-                 "error": text}) from error
-        log.info("%s: attempt %d: %s: %s; again in %.2f s", operation, attempt,
-                 type(error).__name__, error, wait)
-        sleep(wait)
+    start = clock()
+
+    def elapsed() -> float:
+        return clock() - start
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception()
+        log.info("%s: attempt %d: %s: %s; again in %.2f s", operation, state.attempt_number,
+                 type(error).__name__, error, state.next_action.sleep)
+
+    def give_up(state: tenacity.RetryCallState):
+        error, spent = state.outcome.exception(), elapsed()
+        text = f"{type(error).__name__}: {error}"
+        raise StorageUnavailable(
+            f"{operation} failed {state.attempt_number} times over {spent:.1f} s (budget "
+            f"{backoff.budget_s:g} s); last error: {text}",
+            {"operation": operation, "attempts": state.attempt_number,
+             "elapsed_s": round(spent, 3), "error": text}) from error
+
+    retried = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(transient), sleep=sleep,
+        stop=lambda state: elapsed() >= backoff.budget_s,
+        wait=lambda state: backoff.wait(state.attempt_number, elapsed(), jitter()) or 0.0,
+        before_sleep=log_retry, retry_error_callback=give_up)
+    result = retried(call)
+    attempts = retried.statistics["attempt_number"]
+    if attempts > 1:
+        log.warning("%s succeeded on attempt %d after %.1f s", operation, attempts, elapsed())
+    return result
