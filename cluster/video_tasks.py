@@ -23,8 +23,9 @@ from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
 from pipelines.outcome import Failed, Rejected, StageStop
 from pipelines.outputs import has_poster
-from pipelines.transform.video import (VideoOutput, isolated, ladder, poster_frame_isolated, preview_clip,
-                                       transcode_isolated)
+from pipelines.transform.encode_loop import VideoOutput
+from pipelines.transform.ladder import ladder
+from pipelines.transform.video import isolated, poster_frame_isolated, preview_clip, transcode_isolated
 from pipelines.upload.hashing import sha256_hex
 
 import av

@@ -17,7 +17,7 @@ def planned_outputs(recipe: Recipe, validated: Validated) -> dict[str, str]:
     """
     if validated.kind == "image":
         return {p.name: recipe.preset_id(p) for p in recipe.presets}
-    from pipelines.transform.video import ladder
+    from pipelines.transform.ladder import ladder
 
     outputs: dict[str, str] = {}
     for preset in recipe.video:

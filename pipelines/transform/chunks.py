@@ -25,10 +25,11 @@ import av.error
 
 from pipelines.outcome import Failed
 from pipelines.recipe import VideoPreset
-from pipelines.transform.video import (
-    VIDEO_TYPES, VideoOutput, audio_settings, demux, encode_video, file_duration, open_audio_stream, open_input,
-    origin_s, remove_quietly, rung_label, to_pts, video_settings, video_stream,
-)
+from pipelines.transform.audio import audio_settings, open_audio_stream
+from pipelines.transform.encode_loop import VIDEO_TYPES, VideoOutput, encode_video, file_duration, remove_quietly
+from pipelines.transform.encoder_setup import video_settings
+from pipelines.transform.ladder import rung_label
+from pipelines.transform.streams import demux, open_input, origin_s, to_pts, video_stream
 from pipelines.upload.media_probe import MediaInfo
 
 SPLIT_THRESHOLD_S = 120.0

@@ -29,7 +29,9 @@ from pipelines.recipe import Preset, VideoPreset
 from pipelines.transform import gpu
 from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
-from pipelines.transform.video import encode_video, open_video_stream, transcode, video_settings
+from pipelines.transform.encode_loop import encode_video
+from pipelines.transform.encoder_setup import open_video_stream, video_settings
+from pipelines.transform.video import transcode
 from pipelines.upload.media_probe import probe_media
 from tests.unit.test_image_renditions import (BLUE, GREEN, RED, WHITE, assert_colours,
                                               stored_with_orientation, upright)

@@ -12,7 +12,8 @@ from PIL import Image
 
 from pipelines.outcome import Rejected
 from pipelines.recipe import VideoPreset
-from pipelines.transform.video import ladder, poster_frame_isolated, transcode
+from pipelines.transform.ladder import ladder
+from pipelines.transform.video import poster_frame_isolated, transcode
 from pipelines.upload.media_probe import MediaLimits, probe_media
 from pipelines.upload.validate import Limits
 from tests.media_samples import COVERS, ffprobe, joined_broadcast, music_library

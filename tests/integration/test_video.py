@@ -15,9 +15,10 @@ from PIL import Image
 
 from pipelines.outcome import Failed, Rejected
 from pipelines.recipe import VideoPreset
-from pipelines.transform.video import (
-    VideoOutput, ladder, open_video_stream, poster_frame, preview_clip, transcode, transcode_isolated,
-)
+from pipelines.transform.encode_loop import VideoOutput
+from pipelines.transform.encoder_setup import open_video_stream
+from pipelines.transform.ladder import ladder
+from pipelines.transform.video import poster_frame, preview_clip, transcode, transcode_isolated
 from pipelines.upload.media_probe import MediaInfo, StreamInfo, probe_media
 from tests.media_samples import phone_video
 

@@ -249,7 +249,7 @@ def test_warm_children_are_forked_by_a_single_threaded_server(mode):
     assert first_pid != second_pid != second_parent         # a fresh child per call
     # Forking is only safe from a process with one thread; importing PyAV and libvips
     # (what the video and probe functions import) must not have started any.
-    from pipelines.transform.video import file_duration
+    from pipelines.transform.encode_loop import file_duration
     with pytest.raises(Exception):
         run_isolated(file_duration, "/nonexistent.mp4", **LIMITS)
     assert threads_of(second_parent) == 1
