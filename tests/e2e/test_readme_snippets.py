@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from catalog import upgrade
+from cluster.config import load_settings
 from cluster.samples import scene
 from pipelines.recipe import recipe_from_dict
 from tests.services.api_server import free_port, settings_env, sqlite_deployment
@@ -171,8 +172,16 @@ def test_the_curl_session_runs_against_a_live_server(checkout, clamd, dask_clien
 
 def test_every_yaml_recipe_block_parses_as_a_recipe():
     recipes = [yaml.safe_load(body) for _, body in readme_blocks("yaml")]
-    recipes = [data for data in recipes if "mediafarm" not in data]  # the configuration example
+    recipes = [data for data in recipes if "mediafarm" not in data]  # the configuration: below
     assert len(recipes) >= 2
     for data in recipes:
         recipe = recipe_from_dict(data)
         assert recipe.presets or recipe.video
+
+
+def test_the_yaml_configuration_example_loads(tmp_path):
+    (body,) = [body for _, body in readme_blocks("yaml") if body.startswith("mediafarm:")]
+    (tmp_path / "mediafarm.yml").write_text(body)
+    settings = load_settings({"MEDIAFARM_DATA_DIR": str(tmp_path)}, tmp_path / "mediafarm.yml")
+    assert settings.catalog_url.startswith("postgresql://")
+    assert settings.stores["renditions"].url == "r2://public-media/renditions"
