@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
-# `make demo` and `make test` set the machine up (apt, the shared .venv) and `make test` is
-# this suite itself; tests/e2e/test_cli.py runs `mediafarm demo`, which `make demo` calls.
+# `make test` is this suite itself, and both targets' set-up step (apt, the .venv) is what
+# the suite runs on: test_make_demo_runs_on_a_fresh_data_folder runs `make demo` without it.
 NOT_RUN_HERE = ("make demo", "make test")
 SCHEDULER_PORT = 8786  # `dask scheduler`'s default, as the README's cluster snippet uses it
 
@@ -185,3 +185,15 @@ def test_the_yaml_configuration_example_loads(tmp_path):
     settings = load_settings({"MEDIAFARM_DATA_DIR": str(tmp_path)}, tmp_path / "mediafarm.yml")
     assert settings.catalog_url.startswith("postgresql://")
     assert settings.stores["renditions"].url == "r2://public-media/renditions"
+
+
+def test_make_demo_runs_on_a_fresh_data_folder(tmp_path):
+    (body,) = [body for _, body in readme_blocks("sh") if body.lstrip().startswith(NOT_RUN_HERE)]
+    assert "make demo" in body
+    # -o: the set-up step (bootstrap: apt packages, pip into .venv) is taken as done.
+    run = subprocess.run(["make", "-o", "setup", "-o", ".venv/.installed", "demo"], cwd=ROOT,
+                         env=base_env(tmp_path / "data"), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "ready" in run.stdout and "infected" in run.stdout and "corrupt" in run.stdout, run.stdout
+    assert (tmp_path / "data" / "samples").is_dir()
