@@ -42,6 +42,8 @@ have clamd || missing+=(clamav-daemon)
 # The video tests make their reference media with Debian's ffmpeg CLI, and the video
 # benchmark compares the farm with it; the farm itself uses PyAV's own FFmpeg.
 have ffmpeg || missing+=(ffmpeg)
+# The README's HTTP session, which the tests run as written, uses curl, jq and file.
+for program in curl jq file; do have "$program" || missing+=("$program"); done
 # The tests use the PostgreSQL on 127.0.0.1:5432 when one answers, else start their own.
 postgres_binaries || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
