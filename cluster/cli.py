@@ -179,8 +179,7 @@ def _ingest(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe) if args.recipe else None
     requests = expand(args.sources, args.owner)  # bad paths fail before a cluster starts
     with Farm(settings, scheduler_address=args.scheduler) as farm:
-        if farm.dashboard_link:
-            print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
+        _announce(farm)
         batch = farm.submit(requests, recipe, force=args.force)
         with CommandProgress("ingest") as progress:
             results = batch.wait(progress=progress)
@@ -200,8 +199,7 @@ def _backfill(args: argparse.Namespace) -> int:
     settings = _settings(args)
     recipe = load_recipe(args.recipe) if args.recipe else None
     with Farm(settings, scheduler_address=args.scheduler) as farm:
-        if farm.dashboard_link:
-            print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
+        _announce(farm)
         with CommandProgress("backfill") as progress:
             job = farm.backfill(args.manifest, recipe, batch_size=args.batch_size,
                                 max_in_flight=args.max_in_flight, job_id=args.job_id,
@@ -218,8 +216,7 @@ def _reencode(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)  # bad arguments fail before a cluster starts
     catalog_filter(args.where)
     with Farm(settings, scheduler_address=args.scheduler) as farm:
-        if farm.dashboard_link:
-            print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
+        _announce(farm)
         if args.dry_run:
             report = farm.reencode(recipe, where=args.where, dry_run=True, sample=args.sample)
         else:
@@ -267,10 +264,18 @@ def _positive(text: str) -> int:
 
 
 def _settings(args: argparse.Namespace):
-    """The settings, and one line on stderr naming the data folder they use."""
-    settings = load_settings(config_file=args.config)
-    print(f"mediafarm: data folder {settings.data_dir}", file=sys.stderr)
-    return settings
+    return load_settings(config_file=args.config)
+
+
+def _announce(farm) -> None:
+    """Once the farm is up: where its data lives and the Dask dashboard, on stderr.
+
+    Not before, so that a command refused for its arguments or its configuration says
+    only why, in one line.
+    """
+    print(f"mediafarm: data folder {farm.settings.data_dir}", file=sys.stderr)
+    if farm.dashboard_link:
+        print(f"Dask dashboard: {farm.dashboard_link}", file=sys.stderr)
 
 
 def _open_catalog(settings):
@@ -324,6 +329,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     recipe = load_recipe(args.recipe) if args.recipe else None
     config = load_api_config(settings)
+    print(f"mediafarm: data folder {settings.data_dir}", file=sys.stderr)
     app = create_app(lambda: Farm(settings, scheduler_address=args.scheduler, n_workers=args.workers),
                      config, recipe)
     trusted = TrustedProxies(config.trusted_proxies)

@@ -21,8 +21,8 @@ import importlib, pkgutil, sys
 failed = []
 for top in ("pipelines", "cluster", "catalog", "mediafarm"):
     for info in pkgutil.walk_packages(importlib.import_module(top).__path__, top + "."):
-        if ".migrations" in info.name:
-            continue  # Alembic's scripts, loaded by Alembic
+        if ".migrations" in info.name or info.name.endswith(".__main__"):
+            continue  # Alembic's scripts, loaded by Alembic; `python -m` entry points run
         try:
             importlib.import_module(info.name)
         except Exception as exc:
