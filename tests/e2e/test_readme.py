@@ -1,4 +1,4 @@
-"""The README's Python example, saved as a plain script and run as a new user would."""
+"""A farm started from a plain script, as a new user would: the README example runs, a kill leaves nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cluster.samples import scene
@@ -39,3 +40,26 @@ def test_the_first_python_example_runs_as_a_script_without_a_main_guard(tmp_path
     lines = run.stdout.splitlines()
     assert len(lines) == 2 and all(line.startswith("ready None [") for line in lines), run.stdout
     assert "bootstrapping phase" not in run.stderr
+
+
+def test_a_script_killed_mid_run_leaves_no_worker_processes(tmp_path):
+    # The hang left workers stuck re-importing the script, where they never watch their
+    # parent; workers that start cleanly exit with it (distributed's parent-alive pipe).
+    (tmp_path / "script.py").write_text(
+        "import os, time\n"
+        "from cluster import Farm\n"
+        "with Farm() as farm:\n"
+        "    print(*farm.client.run(os.getpid).values(), flush=True)\n"
+        "    time.sleep(600)\n")
+    env = {**os.environ, "MEDIAFARM_DATA_DIR": str(tmp_path / "data"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    script = subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        workers = [psutil.Process(int(pid)) for pid in script.stdout.readline().split()]
+        assert workers, "the script printed no worker pids"
+    finally:
+        script.kill()
+        script.wait(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=120)
+    assert not alive, f"workers outlived the killed script: {alive}"
