@@ -153,7 +153,9 @@ def test_restarting_the_scheduler_mid_backfill_loses_and_doubles_nothing(tmp_pat
         assert isinstance(error, ClusterLost), outcome
         assert "running the same job again finishes them" in str(error)
         noticed_s = outcome["ended"] - killed_at[0]
-        assert noticed_s < 30  # it fails at once, not after a reconnect timeout
+        # not a speed claim: Dask's reconnect timeout is 30 s; a client that waited it out
+        # would notice only then, so under 30 s means it failed at once (any load allows that)
+        assert noticed_s < 30
         workers_left_s = cluster.wait_for_workers_to_leave(timeout=60)
         client.close(timeout=10)
 
