@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 
 from anyio import CancelScope, to_thread
-from python_multipart.multipart import parse_options_header
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,12 +26,13 @@ from starlette.routing import Route
 
 from catalog.repository import AssetRequest
 from cluster import idempotency, owned, uploads
-from cluster.auth import Principal, authenticate
+from cluster.auth import Principal
 from cluster.farm import Farm
 from cluster.http_errors import ApiError
-from cluster.json_body import parse_object
 from cluster.manifest import catalog_filter
 from cluster.openapi import document
+from cluster.api_request import (accepted, api_url, authorize, check_length, farm_service, iso,
+                                  json_body, media_type, only, path_id)
 from cluster.service import ApiConfig, FarmService
 from cluster.slow_clients import BodyIdleTimeout
 from cluster.sources import asset_id as make_asset_id
@@ -105,130 +105,12 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
                          "message": "the server failed to answer; try again later"}, 500)
 
 
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _service(request: Request) -> FarmService:
-    return request.app.state.service
-
-
-async def _authorize(request: Request, scope: str) -> Principal:
-    """The caller's principal: 401 without a valid token, 429 over its rate, 403 without scope.
-
-    Failed authentications are budgeted per client address, and the budget is checked before
-    any catalog work, so guessing tokens costs the server no queries once it is spent. Only
-    failures are taken from it: many honest clients behind one address are limited by their
-    own tokens' buckets, not by each other (nor by their own concurrency).
-    """
-    service = _service(request)
-    address = request.client.host if request.client else ""
-    wait = service.client_limiter.wait(address)
-    if wait:
-        raise ApiError(429, "rate_limited", "too many failed authentications from this address; "
-                       f"retry in {wait} s", {"Retry-After": str(wait)})
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:  # nothing presented, nothing guessed
-        raise ApiError(401, "unauthorized", "send a token: Authorization: Bearer <token>",
-                       {"WWW-Authenticate": 'Bearer realm="mediafarm"'})
-    principal = await to_thread.run_sync(authenticate, service.engine, token)
-    if principal is None:
-        service.client_limiter.take(address)
-        raise ApiError(401, "unauthorized", "the token is unknown or revoked",
-                       {"WWW-Authenticate": 'Bearer realm="mediafarm", error="invalid_token"'})
-    wait = service.limiter.take(principal.token_id)
-    if wait:
-        raise ApiError(429, "rate_limited",
-                       f"this token's request rate is spent; retry in {wait} s",
-                       {"Retry-After": str(wait)})
-    if not principal.allows(scope):
-        raise ApiError(403, "forbidden", f"this operation needs a token with the {scope!r} scope")
-    return principal
-
-
-def _content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise ApiError(400, "invalid_content_length", "Content-Length is not a number")
-    return int(value)
-
-
-def _check_length(request: Request, limit: int) -> None:
-    """413 from Content-Length alone, before a byte of the body is read."""
-    length = _content_length(request)
-    if length is not None and length > limit:
-        raise ApiError(413, "too_large", f"the request body is larger than the {limit}-byte limit")
-
-
-def _media_type(request: Request) -> str:
-    return parse_options_header(request.headers.get("content-type", ""))[0].decode("latin-1").lower()
-
-
-async def _json_body(request: Request, *, required: bool = True) -> dict:
-    """The JSON object in the body, read up to the JSON limit (413 past it)."""
-    limit = _service(request).config.max_json_bytes
-    _check_length(request, limit)
-    media = _media_type(request)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, "too_large", f"the JSON body is larger than {limit} bytes")
-    if not body and not required:
-        return {}
-    if media != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    return parse_object(bytes(body))
-
-
-def _only(data: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ApiError(422, "invalid_body", f"unknown fields: {', '.join(unknown)}")
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # SQLite may hand back text for server defaults
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)  # the catalog stores UTC
-    return value.isoformat()
-
-
-def _path_id(request: Request, name: str, what: str) -> str:
-    """A UUID-shaped path parameter; anything else names nothing (404), never a query error."""
-    value = request.path_params[name]
-    if len(value) != 36 or any(c not in "0123456789abcdef-" for c in value.lower()):
-        raise ApiError(404, "not_found", f"there is no such {what}")
-    return value
-
-
-def _url(request: Request, name: str, **params: str) -> str:
-    """An absolute URL on this API, from the configured public base or else the address the
-    server is bound to; never from the request's Host, which the client writes."""
-    base = _service(request).config.public_url or _bound_base(request.scope.get("server"))
-    return base + str(request.app.url_path_for(name, **params))
-
-
-def _bound_base(server: tuple[str, int] | None) -> str:
-    host, port = server or ("127.0.0.1", 80)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _accepted(request: Request, asset_id: str) -> dict:
-    return {"id": asset_id, "status_url": _url(request, "asset", asset_id=asset_id)}
-
-
 # -- assets -----------------------------------------------------------------------------------
 
 
 async def create_asset(request: Request) -> Response:
-    principal = await _authorize(request, "submit")
-    service = _service(request)
+    principal = await authorize(request, "submit")
+    service = farm_service(request)
     key = idempotency.parse_key(request.headers.get("idempotency-key"))
     claim = idempotency.Claim(service.engine, principal.owner, key)
     try:
@@ -242,9 +124,9 @@ async def create_asset(request: Request) -> Response:
 
 async def _create_asset(request: Request, principal: Principal, service: FarmService,
                         claim: idempotency.Claim) -> Response:
-    media = _media_type(request)
+    media = media_type(request)
     if media == "multipart/form-data":
-        _check_length(request, service.config.max_upload_bytes)
+        check_length(request, service.config.max_upload_bytes)
         received = await uploads.receive_multipart(
             request.stream(), request.headers["content-type"],
             max_bytes=service.config.max_upload_bytes,
@@ -261,8 +143,8 @@ async def _create_asset(request: Request, principal: Principal, service: FarmSer
         source = buffer.fs.unstrip_protocol(buffer.key(received.sha256))
         fingerprint = f"sha256:{received.sha256}"
     elif media == "application/json":
-        data = await _json_body(request)
-        _only(data, {"source_uri"})
+        data = await json_body(request)
+        only(data, {"source_uri"})
         digest = idempotency.request_digest("POST", "/v1/assets", ["source", data])
         if claim.key and (stored := await to_thread.run_sync(claim.take, digest)):
             return JSONResponse(stored, 202)
@@ -277,7 +159,7 @@ async def _create_asset(request: Request, principal: Principal, service: FarmSer
     asset_id = make_asset_id(principal.owner, source)
     await asyncio.wrap_future(service.enqueue(
         AssetRequest(asset_id, principal.owner, source, fingerprint)))
-    answer = _accepted(request, asset_id)
+    answer = accepted(request, asset_id)
     if claim.held:
         answer = await to_thread.run_sync(claim.finish, answer)
     return JSONResponse(answer, 202)
@@ -296,11 +178,11 @@ def _object_info(store, path: str) -> dict:
 
 
 async def get_asset(request: Request) -> Response:
-    principal = await _authorize(request, "read")
-    service = _service(request)
+    principal = await authorize(request, "read")
+    service = farm_service(request)
     body = await to_thread.run_sync(_asset_view, service, principal.owner,
-                                    _path_id(request, "asset_id", "asset"),
-                                    lambda sha: _url(request, "rendition", sha256=sha))
+                                    path_id(request, "asset_id", "asset"),
+                                    lambda sha: api_url(request, "rendition", sha256=sha))
     return JSONResponse(body)
 
 
@@ -313,10 +195,10 @@ def _asset_view(service: FarmService, owner: str, asset_id: str,
         "id": asset["id"], "status": asset["status"], "reason": asset["reason"],
         "message": asset["message"], "retryable": bool(asset["retryable"]),
         "sha256": asset["sha256"], "version": asset["current_version"],
-        "deleted_at": _iso(asset["deleted_at"]), "created_at": _iso(asset["created_at"]),
-        "updated_at": _iso(asset["updated_at"]),
+        "deleted_at": iso(asset["deleted_at"]), "created_at": iso(asset["created_at"]),
+        "updated_at": iso(asset["updated_at"]),
         "versions": [{"version": v["version"], "sha256": v["blob_sha256"],
-                      "recipe_id": v["recipe_id"], "created_at": _iso(v["created_at"])}
+                      "recipe_id": v["recipe_id"], "created_at": iso(v["created_at"])}
                      for v in asset["versions"]],
         "renditions": [_rendition_view(service, r, local_url) for r in asset["renditions"]],
     }
@@ -332,7 +214,7 @@ def _rendition_view(service: FarmService, rendition: dict,
     if uploads.presigns(store):
         path = store.key_at(playlist) if playlist else store.key(digest)
         url = uploads.presign_get(store, path, service.config.url_expires_s)
-        expires = _iso(datetime.now(timezone.utc) + timedelta(seconds=service.config.url_expires_s))
+        expires = iso(datetime.now(timezone.utc) + timedelta(seconds=service.config.url_expires_s))
     else:
         url = local_url(digest)
     return {"preset": rendition["preset"], "format": rendition["format"],
@@ -343,9 +225,9 @@ def _rendition_view(service: FarmService, rendition: dict,
 
 
 async def delete_asset(request: Request) -> Response:
-    principal = await _authorize(request, "submit")
-    await to_thread.run_sync(_delete, _service(request), principal.owner,
-                             _path_id(request, "asset_id", "asset"))
+    principal = await authorize(request, "submit")
+    await to_thread.run_sync(_delete, farm_service(request), principal.owner,
+                             path_id(request, "asset_id", "asset"))
     return Response(status_code=204)
 
 
@@ -361,8 +243,8 @@ def _delete(service: FarmService, owner: str, asset_id: str) -> None:
 
 
 async def get_rendition(request: Request) -> Response:
-    principal = await _authorize(request, "read")
-    service = _service(request)
+    principal = await authorize(request, "read")
+    service = farm_service(request)
     sha = request.path_params["sha256"]
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ApiError(404, "not_found", "there is no such rendition")
@@ -397,10 +279,10 @@ def _chunks(store, sha: str) -> Iterator[bytes]:
 
 
 async def create_upload(request: Request) -> Response:
-    principal = await _authorize(request, "submit")
-    service = _service(request)
-    data = await _json_body(request, required=False)
-    _only(data, {"content_type", "size"})
+    principal = await authorize(request, "submit")
+    service = farm_service(request)
+    data = await json_body(request, required=False)
+    only(data, {"content_type", "size"})
     content_type, size = data.get("content_type"), data.get("size")
     if content_type is not None and (not isinstance(content_type, str)
                                      or content_type.lower() not in service.config.content_types):
@@ -429,17 +311,17 @@ async def create_upload(request: Request) -> Response:
         headers["Content-Type"] = content_type.lower()
     return JSONResponse({
         "id": upload_id, "upload_url": url, "method": "PUT", "headers": headers,
-        "expires_at": _iso(datetime.now(timezone.utc) + timedelta(seconds=expires)),
-        "complete_url": _url(request, "complete_upload", upload_id=upload_id),
+        "expires_at": iso(datetime.now(timezone.utc) + timedelta(seconds=expires)),
+        "complete_url": api_url(request, "complete_upload", upload_id=upload_id),
     }, 201)
 
 
 async def complete_upload(request: Request) -> Response:
-    principal = await _authorize(request, "submit")
-    service = _service(request)
+    principal = await authorize(request, "submit")
+    service = farm_service(request)
     asset_id = await to_thread.run_sync(_complete, service, principal.owner,
-                                        _path_id(request, "upload_id", "upload"))
-    return JSONResponse(_accepted(request, asset_id), 202)
+                                        path_id(request, "upload_id", "upload"))
+    return JSONResponse(accepted(request, asset_id), 202)
 
 
 def _complete(service: FarmService, owner: str, upload_id: str) -> str:
@@ -461,10 +343,10 @@ def _complete(service: FarmService, owner: str, upload_id: str) -> str:
 
 
 async def create_job(request: Request) -> Response:
-    principal = await _authorize(request, "admin")
-    service = _service(request)
-    data = await _json_body(request)
-    _only(data, {"kind", "where", "manifest", "recipe", "owner"})
+    principal = await authorize(request, "admin")
+    service = farm_service(request)
+    data = await json_body(request)
+    only(data, {"kind", "where", "manifest", "recipe", "owner"})
     kind = data.get("kind")
     if kind not in ("reencode", "backfill"):
         raise ApiError(422, "invalid_body", "kind is 'reencode' or 'backfill'")
@@ -492,7 +374,7 @@ async def create_job(request: Request) -> Response:
             manifest = store.fs.unstrip_protocol(path)
         job_id = await to_thread.run_sync(partial(service.start_job, kind, recipe,
                                                   manifest=manifest, owner=owner))
-    return JSONResponse({"id": job_id, "status_url": _url(request, "job", job_id=job_id)}, 202)
+    return JSONResponse({"id": job_id, "status_url": api_url(request, "job", job_id=job_id)}, 202)
 
 
 def _recipe(value: object, *, required: bool) -> Recipe | None:
@@ -516,9 +398,9 @@ def _selection(where: object) -> None:
 
 
 async def get_job(request: Request) -> Response:
-    await _authorize(request, "admin")
-    service = _service(request)
-    job_id = _path_id(request, "job_id", "job")
+    await authorize(request, "admin")
+    service = farm_service(request)
+    job_id = path_id(request, "job_id", "job")
     job = await to_thread.run_sync(service.catalog.job_status, job_id)
     if job is None:
         raise ApiError(404, "not_found", "there is no such job")
@@ -526,7 +408,7 @@ async def get_job(request: Request) -> Response:
         "id": job["id"], "kind": job["kind"], "recipe_id": job["recipe_id"],
         "manifest": job["manifest"], "status": job["status"], "submitted": job["submitted"],
         "skipped": job["skipped"], "counts": job["counts"], "assets": job["assets"],
-        "created_at": _iso(job["created_at"]), "updated_at": _iso(job["updated_at"]),
+        "created_at": iso(job["created_at"]), "updated_at": iso(job["updated_at"]),
         "message": service.job_error(job_id)})
 
 
@@ -538,7 +420,7 @@ async def healthz(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    checks = await to_thread.run_sync(_service(request).readiness)
+    checks = await to_thread.run_sync(farm_service(request).readiness)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "unready", "checks": checks},
                         200 if ready else 503)
