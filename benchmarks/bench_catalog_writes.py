@@ -63,7 +63,8 @@ import bench_bulk  # noqa: E402
 from bench_bulk import _admin_conninfo, _record, bench_database, object_uri, verify  # noqa: E402
 from catalog import Catalog, upgrade  # noqa: E402
 from catalog.repository import AssetRequest, StageRecord, utcnow  # noqa: E402
-from cluster import recorder, sources  # noqa: E402
+from cluster import recorder  # noqa: E402
+from cluster.storage import sources  # noqa: E402
 from pipelines.recipe import DEFAULT_RECIPE  # noqa: E402
 from pipelines.vips import tool_versions  # noqa: E402
 

@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from catalog import upgrade  # noqa: E402
-from cluster.local_clamd import start_clamd  # noqa: E402
+from cluster.cli.local_clamd import start_clamd  # noqa: E402
 from tests.conftest import SIGNATURES, make_settings  # noqa: E402
 from tests.services.api_server import Deployment, start_api_server  # noqa: E402
 from tests.services.postgres import scratch_database, server_url  # noqa: E402

@@ -8,7 +8,7 @@ ways of making the same four renditions of every photograph:
 
 - farm:   ``cluster.farm.Farm(settings)`` with its own LocalCluster (one
   single-threaded worker process per core, ``VIPS_CONCURRENCY=1``), a clamd
-  started with ``cluster.local_clamd.start_clamd`` on ``tests/signatures``, a
+  started with ``cluster.cli.local_clamd.start_clamd`` on ``tests/signatures``, a
   SQLite catalog and local stores in a temporary folder. Timed: from
   ``farm.ingest(paths)`` to ``wait()`` returning, i.e. the whole graph (scan,
   validate, hash, resize, convert, compress, record) plus the client's catalog
@@ -291,7 +291,7 @@ def _import_worker_modules() -> None:
 
 def measure(paths: list[Path], rounds: int, processes: int, farm_timeout: float,
             log: Callable[[str], None]) -> dict:
-    from cluster.local_clamd import start_clamd
+    from cluster.cli.local_clamd import start_clamd
     from pipelines.recipe import DEFAULT_RECIPE
 
     presets = tuple((p.name, p.width, p.height, p.fit, p.quality) for p in DEFAULT_RECIPE.presets)

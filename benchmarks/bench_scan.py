@@ -12,7 +12,7 @@ The script starts its own clamd on a free loopback port, loaded with only the
 project's test signatures (``tests/signatures``), so the time is mostly transport
 plus clamd's file-type parsing, not signature matching. The corpus is one file of
 seeded random bytes (incompressible) per size in ``--sizes`` (MiB), plus one
-3000x2000 JPEG made with ``cluster.samples.scene`` (about 3 MiB) so that clamd
+3000x2000 JPEG made with ``cluster.cli.samples.scene`` (about 3 MiB) so that clamd
 parses a real image. The random files are identical from run to run; the JPEG's
 grain comes from libvips' gaussnoise, which seeds itself, so its bytes (not its
 size) change between runs. Both clients always scan the same bytes.
@@ -47,8 +47,8 @@ from pathlib import Path
 
 import clamd
 
-from cluster.local_clamd import start_clamd
-from cluster.samples import scene
+from cluster.cli.local_clamd import start_clamd
+from cluster.cli.samples import scene
 from pipelines.upload.scan import ClamdScanner
 
 SIGNATURES = Path(__file__).resolve().parents[1] / "tests" / "signatures"

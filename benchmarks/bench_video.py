@@ -418,7 +418,7 @@ def _ssim(rendition: Path, source: Path) -> float | None:
 
 
 def measure(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -> dict:
-    from cluster.local_clamd import start_clamd
+    from cluster.cli.local_clamd import start_clamd
     from pipelines.transform.video import transcode, transcode_isolated
     from pipelines.upload.media_probe import probe_media
     from pipelines.upload.scan import ClamdScanner

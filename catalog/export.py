@@ -42,13 +42,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 from sqlalchemy import Text, case, cast, func, literal, select
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
@@ -267,16 +268,16 @@ class Destination:
 
     @classmethod
     def open(cls, url: str, storage_options: dict | None = None) -> "Destination":
-        # The stores' own resolution: r2:// with account_id, s3:// with client_kwargs, file://.
-        from cluster.config import StoreConfig
-        from cluster.stores import Store
-
-        store = Store("export", StoreConfig(str(url), dict(storage_options or {})))
-        if isinstance(store.fs, LocalFileSystem):
-            root = str(Path(store.root).expanduser().resolve())
+        """Any fsspec URL (``r2://`` too: the package registers it) or a local path."""
+        parsed = urlparse(str(url))
+        if parsed.scheme in ("", "file", "local"):
+            local = unquote(parsed.path) if parsed.scheme == "file" else str(url)
+            root = str(Path(local).expanduser().resolve())
             return cls(Path(root).as_uri(), pafs.LocalFileSystem(), root)
-        handler = pafs.PyFileSystem(pafs.FSSpecHandler(store.fs))
-        return cls(store.url, handler, store.root)
+        filesystem, root = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+        root = root.rstrip("/")
+        handler = pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
+        return cls(str(url).rstrip("/"), handler, root)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])

@@ -1,4 +1,4 @@
-"""How work runs: stores, graphs, the Dask client side and the ``mediafarm`` command."""
+"""Dask execution: the farm, its graphs and tasks, placement and quarantine (may import pipelines, catalog and cluster.storage; never cluster.http or cluster.cli)."""
 
 __all__ = ["Batch", "Farm"]
 

@@ -15,7 +15,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 from catalog import Catalog
 from catalog.repository import AssetRequest
-from cluster import reencode, script_workers, sources
+from cluster import reencode, script_workers
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
@@ -24,8 +24,8 @@ from cluster.interrupt import Interrupted, workers_ignore_ctrl_c
 from cluster.manifest import Manifest
 from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
                                 worker_deaths)
-from cluster.show import with_locations
-from cluster.stores import Store, open_stores
+from cluster.storage import sources
+from cluster.storage.stores import Store, open_stores
 from cluster.tasks import Job
 from cluster.worker_plugin import MediafarmWorkerPlugin
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
@@ -106,7 +106,7 @@ class Farm:
 
     def submit(self, requests: list[AssetRequest], recipe: Recipe | None = None, *,
                force: bool = False) -> "Batch":
-        """Submit expanded requests (see ``cluster.sources.expand``).
+        """Submit expanded requests (see ``cluster.storage.sources.expand``).
 
         Assets another live run holds are not started again: the batch waits for
         them to end (``cluster.claims``).
@@ -382,3 +382,14 @@ def _done(previous: dict | None, recipe_id: str) -> bool:
 def _unchanged(previous: dict | None, request: AssetRequest, recipe_id: str) -> bool:
     return bool(_done(previous, recipe_id) and request.fingerprint
                 and previous["source_fingerprint"] == request.fingerprint)
+
+
+def with_locations(catalog: Catalog, renditions: Store, asset_ids: list[str]) -> list[dict]:
+    """The assets' summaries (``Catalog.results``), each rendition with its store ``url``."""
+    summaries = catalog.results(asset_ids)
+    for summary in summaries:
+        for rendition in summary["renditions"]:
+            playlist = rendition.pop("playlist")
+            rendition["url"] = (renditions.url_at(playlist) if playlist
+                                else renditions.url_for(rendition["sha256"]))
+    return summaries

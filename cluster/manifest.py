@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from catalog import Catalog
 from catalog.models import Asset
 from catalog.repository import AssetRequest
-from cluster import sources
+from cluster.storage import sources
 
 
 class Manifest:

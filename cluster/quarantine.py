@@ -22,7 +22,7 @@ from distributed import Future
 from distributed.scheduler import KilledWorker
 
 from catalog import Catalog
-from cluster.stores import Store, open_source
+from cluster.storage.stores import Store, open_source
 from pipelines.upload.hashing import sha256_hex
 
 QUARANTINED = "quarantined"

@@ -8,7 +8,7 @@ from functools import cache
 
 from catalog.repository import Catalog
 from cluster.config import Settings
-from cluster.stores import Store, open_stores
+from cluster.storage.stores import Store, open_stores
 from pipelines.upload.scan import ClamdScanner
 
 _stores: dict[str, dict[str, Store]] = {}

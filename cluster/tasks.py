@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from catalog.repository import RenditionRecord, StageRecord, utcnow
 from cluster import placement, recorder, runtime, video_tasks
 from cluster.config import Settings
-from cluster.stores import Backoff, open_source, retrying
+from cluster.storage.stores import Backoff, open_source, retrying
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outputs import planned_outputs
 from pipelines.outcome import Failed, Rejected, StageStop, Stop, unexpected

@@ -1,1 +1,1 @@
-"""``python -m mediafarm``: the ``mediafarm`` command (``cluster.cli``) under the project's name."""
+"""``python -m mediafarm``: the ``mediafarm`` command (``cluster.cli.main``) under the project's name."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
-from cluster.samples import EICAR, scene
+from cluster.cli.samples import EICAR, scene
 
 # The limits of the clamd.conf that Debian 12's clamav-daemon 1.4.6 writes on installation.
 DEBIAN_CLAMD = {

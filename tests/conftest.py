@@ -11,7 +11,7 @@ from distributed import Client, LocalCluster
 
 from catalog import upgrade
 from cluster.config import STORE_NAMES, Settings, StoreConfig
-from cluster.local_clamd import LocalClamd, start_clamd
+from cluster.cli.local_clamd import LocalClamd, start_clamd
 from tests.services.postgres import PostgresServer, scratch_database, server_url, throwaway_server
 from tests.services.s3 import MotoEndpoint, make_bucket, start_moto
 

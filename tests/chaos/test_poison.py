@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from catalog.models import Rendition
 from cluster.farm import Farm
 from cluster.quarantine import QUARANTINED
-from cluster.samples import scene
-from cluster.service import ApiConfig, FarmService
-from cluster.sources import expand
+from cluster.cli.samples import scene
+from cluster.http.service import ApiConfig, FarmService
+from cluster.storage.sources import expand
 from pipelines.recipe import Preset, Recipe
 from pipelines.upload.hashing import sha256_hex
 from tests.conftest import make_settings

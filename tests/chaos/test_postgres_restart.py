@@ -23,7 +23,7 @@ from catalog.retry import RetryStats
 from cluster import runtime
 from cluster.farm import Farm
 from cluster.graph import STAGES
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.recipe import Preset, Recipe
 from tests.conftest import make_settings
 from tests.services.postgres import PostgresServer, scratch_database

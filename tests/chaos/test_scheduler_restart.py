@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from catalog.models import Asset, Rendition
 from cluster.bulk import ClusterLost
 from cluster.farm import Farm
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.recipe import Preset, Recipe
 from tests.conftest import make_settings
 
@@ -70,7 +70,7 @@ class CommandCluster:
         self.scheduler = self._spawn("scheduler", [
             "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
             str(self.port), "--dashboard-address", ":0"])
-        self.workers = [self._spawn(name, ["-m", "cluster.cli", "worker", self.address,
+        self.workers = [self._spawn(name, ["-m", "cluster.cli.main", "worker", self.address,
                                            "--nworkers", "1", "--name", name])
                         for name in ("alpha", "beta")]
         client = Client(self.address, timeout=60)

@@ -22,9 +22,9 @@ from catalog.models import StageRun
 from catalog.repository import AssetRequest
 from cluster.config import StoreConfig
 from cluster.farm import Farm
-from cluster.samples import scene
-from cluster.sources import asset_id
-from cluster.stores import Store
+from cluster.cli.samples import scene
+from cluster.storage.sources import asset_id
+from cluster.storage.stores import Store
 from pipelines.recipe import Preset, Recipe
 from tests.conftest import make_settings, s3_store
 from tests.services.fault_proxy import FaultProxy

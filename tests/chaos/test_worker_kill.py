@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from catalog.models import Rendition
 from cluster.farm import Farm
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.recipe import Preset, Recipe
 from tests.conftest import make_settings
 

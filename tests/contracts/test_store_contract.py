@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from cluster.config import StoreConfig
-from cluster.stores import Store
+from cluster.storage.stores import Store
 from tests.services.s3 import DUMMY_KEY, DUMMY_SECRET, REGION, make_bucket
 
 CREDENTIALS = {"key": DUMMY_KEY, "secret": DUMMY_SECRET, "skip_instance_cache": True}

@@ -27,7 +27,7 @@ import PIL.PngImagePlugin
 import pillow_heif
 import pyvips
 
-from cluster.samples import EICAR, scene
+from cluster.cli.samples import EICAR, scene
 from pipelines.upload.validate import Limits
 
 MARKER = b"MEDIAFARM-TEST-MALWARE-MARKER"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from catalog import upgrade
 from catalog.models import StageRun
 from cluster.farm import Farm
-from cluster.local_clamd import start_clamd
+from cluster.cli.local_clamd import start_clamd
 from tests.conftest import SIGNATURES, make_settings
 from tests.services.postgres import scratch_database
 from tests.corpus.generate import (CAMERA_REFERENCES, CASES, CLAMD_STREAM_LIMIT, CORPUS_LIMITS,

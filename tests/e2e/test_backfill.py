@@ -21,11 +21,11 @@ from sqlalchemy import func, select
 
 from catalog import Catalog
 from catalog.models import Asset, AssetVersion, Job, Rendition, StageRun
-from cluster import sources
+from cluster.storage import sources
 from cluster.farm import Farm
 from cluster.graph import STAGES
-from cluster.samples import scene
-from cluster.stores import open_stores
+from cluster.cli.samples import scene
+from cluster.storage.stores import open_stores
 from pipelines.recipe import Preset, Recipe
 from pipelines.vips import tool_versions
 from tests.conftest import make_settings
@@ -113,7 +113,7 @@ def _cli_env(tmp_path: Path, catalog_url: str, clamd_url: str) -> dict[str, str]
 
 
 def _mediafarm(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "cluster.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=240, **kwargs)
 
 
@@ -128,7 +128,7 @@ def test_killed_backfill_resumes_and_processes_every_asset_exactly_once(
     recipe_file.write_text(RECIPE_YAML)
     env = _cli_env(tmp_path, pg_url, clamd.url)
     job_id = "resume-" + uuid.uuid4().hex[:12]
-    command = [sys.executable, "-m", "cluster.cli", "backfill", str(manifest),
+    command = [sys.executable, "-m", "cluster.cli.main", "backfill", str(manifest),
                "--scheduler", dask_client.scheduler.address, "--recipe", str(recipe_file),
                "--batch-size", "10", "--max-in-flight", "2", "--job-id", job_id, "--json"]
     catalog = Catalog(pg_url)

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cluster.clamd_command import SYSTEM_DATABASE, has_database
+from cluster.cli.clamd_command import SYSTEM_DATABASE, has_database
 from tests.conftest import SIGNATURES
 from tests.services.cli import cli_env, free_port, mediafarm, write_photos
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from catalog import Catalog
-from cluster.samples import scene
+from cluster.cli.samples import scene
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _mediafarm(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "cluster.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
 

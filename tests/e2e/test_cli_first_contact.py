@@ -18,7 +18,7 @@ from tests.e2e.test_cli import env, jpeg_folder  # noqa: F401 - shared fixtures
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _run(args: list[str], env: dict[str, str], module: str = "cluster.cli"
+def _run(args: list[str], env: dict[str, str], module: str = "cluster.cli.main"
          ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], env=env,
                           capture_output=True, text=True, timeout=300)

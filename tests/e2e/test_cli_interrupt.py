@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cluster.samples import scene
+from cluster.cli.samples import scene
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ def test_ctrl_c_says_what_finished_stops_its_workers_and_exits_130(photo_folder,
     env = {**os.environ, "MEDIAFARM_DATA_DIR": str(data_dir), "MEDIAFARM_CLAMD_URL": clamd.url}
     # A terminal's Ctrl-C reaches every process of the foreground group, workers included;
     # `kill -INT` only the command itself.
-    process = subprocess.Popen([sys.executable, "-m", "cluster.cli", "ingest", str(photo_folder)],
+    process = subprocess.Popen([sys.executable, "-m", "cluster.cli.main", "ingest", str(photo_folder)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=whole_group)
     try:

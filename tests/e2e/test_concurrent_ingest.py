@@ -22,8 +22,8 @@ from sqlalchemy import select
 from catalog import Catalog
 from catalog.models import Asset, StageRun
 from cluster.farm import Farm
-from cluster.samples import scene
-from cluster.sources import expand
+from cluster.cli.samples import scene
+from cluster.storage.sources import expand
 from pipelines.recipe import DEFAULT_RECIPE
 from pipelines.vips import tool_versions
 from tests.conftest import make_settings
@@ -47,7 +47,7 @@ def test_two_ingests_of_one_folder_at_once_process_every_asset_once(tmp_path, fo
                                                                     clamd):
     env = {**os.environ, "MEDIAFARM_DATA_DIR": str(tmp_path / "data"),
            "MEDIAFARM_CATALOG_URL": pg_url, "MEDIAFARM_CLAMD_URL": clamd.url}
-    command = [sys.executable, "-m", "cluster.cli", "ingest", str(folder), "--json"]
+    command = [sys.executable, "-m", "cluster.cli.main", "ingest", str(folder), "--json"]
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=900) for run in runs]

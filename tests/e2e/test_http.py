@@ -29,10 +29,10 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
                                                status_code_conformance)
 
 from catalog import Catalog, upgrade
-from cluster.openapi import document
-from cluster.samples import EICAR, scene
-from cluster.service import load_api_config
-from cluster.uploads import owner_area
+from cluster.http.openapi import document
+from cluster.cli.samples import EICAR, scene
+from cluster.http.service import load_api_config
+from cluster.http.uploads import owner_area
 from tests.conftest import make_settings, s3_store
 from tests.services.api_server import (Deployment, sqlite_deployment, start_api_server,
                                        wait_terminal)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from catalog.models import StageRun
 from cluster.farm import Farm
-from cluster.samples import write_samples
+from cluster.cli.samples import write_samples
 from pipelines.upload.validate import sniff
 from tests.conftest import make_settings, s3_store
 

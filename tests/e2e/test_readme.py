@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cluster.samples import scene
+from cluster.cli.samples import scene
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

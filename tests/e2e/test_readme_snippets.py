@@ -21,7 +21,7 @@ import yaml
 
 from catalog import upgrade
 from cluster.config import load_settings
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.recipe import recipe_from_dict
 from tests.services.api_server import free_port, settings_env, sqlite_deployment
 from tests.services.s3 import DUMMY_KEY, DUMMY_SECRET, REGION, make_bucket, s3_filesystem

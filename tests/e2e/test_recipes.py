@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from catalog.models import Blob, StageRun
 from cluster.farm import Farm
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.recipe import DEFAULT_RECIPE, Preset, Recipe
 from tests.conftest import make_settings
 

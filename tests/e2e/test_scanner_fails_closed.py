@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from cluster.farm import Farm
-from cluster.local_clamd import start_clamd
-from cluster.samples import scene
+from cluster.cli.local_clamd import start_clamd
+from cluster.cli.samples import scene
 from cluster.worker_plugin import worker_reports
 from tests.clamd_setups import DEBIAN_CLAMD, attack_jpeg
 from tests.conftest import SIGNATURES, make_settings

@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from catalog.models import StageRun
 from cluster.farm import Farm
-from cluster.local_clamd import start_clamd
-from cluster.samples import scene
+from cluster.cli.local_clamd import start_clamd
+from cluster.cli.samples import scene
 from tests.conftest import SIGNATURES, make_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -20,7 +20,7 @@ import pytest
 import pyvips
 
 from cluster.placement import gpu_image_problem, no_gpu_reason
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from cluster.worker_plugin import detect_hardware_codecs
 from pipelines.optimize.compress import compress
 from pipelines.optimize.metrics import ssim

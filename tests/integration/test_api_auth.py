@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from catalog import upgrade
-from cluster.samples import scene
-from cluster.uploads import owner_area
+from cluster.cli.samples import scene
+from cluster.http.uploads import owner_area
 from tests.conftest import make_settings
 from tests.services.api_server import (Deployment, settings_env, start_api_server,
                                        wait_terminal)
@@ -96,7 +96,7 @@ def test_wrong_token_is_401(http, api, token):
 
 def _cli(args: list[str], api: Deployment) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(api.settings)}
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "cluster.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

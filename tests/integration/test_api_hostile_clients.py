@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catalog import upgrade
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from tests.conftest import make_settings
 from tests.services.api_server import Deployment, sqlite_deployment, start_api_server, wait_terminal
 from tests.services.api_server import assert_error as _error

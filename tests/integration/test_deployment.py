@@ -18,7 +18,7 @@ from sqlalchemy import select
 from catalog import Catalog
 from catalog.models import StageRun
 from cluster.config import load_settings
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from cluster.worker_plugin import MediafarmWorkerPlugin, worker_reports
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -83,7 +83,7 @@ def test_a_two_worker_cluster_started_by_command_runs_the_image_pipeline(tmp_pat
         address = json.loads(scheduler_file.read_text())["address"]
         for name in ("alpha", "beta"):
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "cluster.cli", "worker", address, "--nworkers", "1",
+                [sys.executable, "-m", "cluster.cli.main", "worker", address, "--nworkers", "1",
                  "--name", name], env=env, stderr=subprocess.DEVNULL))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
@@ -91,7 +91,7 @@ def test_a_two_worker_cluster_started_by_command_runs_the_image_pipeline(tmp_pat
             folder.mkdir()
             for index in range(12):
                 scene(800, 600, index).jpegsave(str(folder / f"p{index}.jpg"), Q=85)
-            result = subprocess.run([sys.executable, "-m", "cluster.cli", "ingest", str(folder),
+            result = subprocess.run([sys.executable, "-m", "cluster.cli.main", "ingest", str(folder),
                                      "--scheduler", address, "--json"], env=env,
                                     capture_output=True, text=True, timeout=300)
             assert result.returncode == 0, result.stderr

@@ -491,7 +491,7 @@ def test_documented_schema_tables_match_the_code():
 
 
 def test_export_command(sqlite_url, tmp_path, monkeypatch, capsys):
-    from cluster.cli import main
+    from cluster.cli.main import main
 
     populate(Catalog(sqlite_url))
     monkeypatch.setenv("MEDIAFARM_CATALOG_URL", sqlite_url)
@@ -507,7 +507,7 @@ def test_export_command(sqlite_url, tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_export_of_a_real_farm_run(catalog_url, tmp_path, clamd, dask_client):
     from cluster.farm import Farm
-    from cluster.samples import EICAR, scene
+    from cluster.cli.samples import EICAR, scene
     from pipelines.recipe import Preset, Recipe
 
     folder = tmp_path / "in"

@@ -15,8 +15,8 @@ from sqlalchemy import update
 from catalog import connect
 from catalog.models import IdempotencyKey
 from catalog.repository import utcnow
-from cluster.http_errors import ApiError
-from cluster.idempotency import LEASE_S, Claim
+from cluster.http.errors import ApiError
+from cluster.http.idempotency import LEASE_S, Claim
 
 
 def _refused(claim: Claim, digest: str) -> ApiError:

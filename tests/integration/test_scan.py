@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from cluster.local_clamd import start_clamd
-from cluster.samples import EICAR
+from cluster.cli.local_clamd import start_clamd
+from cluster.cli.samples import EICAR
 from pipelines.outcome import Failed, Rejected
 from pipelines.upload.scan import CHUNK, ClamdScanner, scan
 from tests.conftest import SIGNATURES

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local_clamd import start_clamd
+from cluster.cli.local_clamd import start_clamd
 from pipelines.outcome import Failed, Rejected
 from pipelines.upload import scanner_check
 from pipelines.upload.scan import ClamdScanner, scan

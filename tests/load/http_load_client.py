@@ -22,7 +22,7 @@ from collections import Counter
 
 import httpx
 
-from cluster.samples import scene
+from cluster.cli.samples import scene
 
 TERMINAL = ("ready", "rejected", "failed")
 

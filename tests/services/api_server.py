@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 
 from catalog import connect, upgrade
 from catalog.models import Asset
-from cluster.auth import create_token
+from cluster.http.auth import create_token
 from cluster.config import Settings
-from cluster.stores import Store
+from cluster.storage.stores import Store
 from tests.conftest import make_settings
 
 
@@ -98,7 +98,7 @@ def start_api_server(settings: Settings, log_dir: Path, *, scheduler: str | None
     env.update(settings_env(settings))
     env.update(extra_env or {})
     port = free_port()
-    command = [sys.executable, "-m", "cluster.cli", "serve", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "cluster.cli.main", "serve", "--host", "127.0.0.1",
                "--port", str(port)]  # the default log level: requests are logged, as users see
     if scheduler:
         command += ["--scheduler", scheduler]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 def mediafarm(args: list[str], env: dict[str, str], timeout: float = 300,
               cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cluster.cli.main", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def write_photos(folder: Path, names: list[str]) -> Path:
     """Small distinct JPEGs named ``names`` in ``folder`` (made if missing)."""
-    from cluster.samples import scene
+    from cluster.cli.samples import scene
 
     folder.mkdir(parents=True, exist_ok=True)
     for index, name in enumerate(names):

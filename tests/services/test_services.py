@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-import cluster.local_clamd as local_clamd
-from cluster.local_clamd import LocalClamd, start_clamd
+import cluster.cli.local_clamd as local_clamd
+from cluster.cli.local_clamd import LocalClamd, start_clamd
 
 from .postgres import THROWAWAY_ENV, URL_ENV, _conninfo, scratch_database, server_url
 from .s3 import make_bucket, s3_filesystem, start_moto

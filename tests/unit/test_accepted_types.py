@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cluster.openapi import document
-from cluster.service import ApiConfig, accepted_content_types
+from cluster.http.openapi import document
+from cluster.http.service import ApiConfig, accepted_content_types
 from pipelines.upload import capabilities
 
 WITHOUT_HEVC = frozenset({"libvips:jpeg", "libvips:png", "libvips:webp", "libvips:gif",

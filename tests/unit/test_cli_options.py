@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.cli import parse_args
+from cluster.cli.main import parse_args
 
 
 @pytest.mark.parametrize("argv", [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import STORE_NAMES, StoreConfig, load_settings
-from cluster.service import load_api_config
+from cluster.http.service import load_api_config
 
 
 def test_defaults_live_under_mediafarm_data(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import pyvips
 
 from cluster import placement
 from cluster.config import load_settings
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.optimize.metrics import ssim
 from pipelines.transform.gpu import (complete_jpeg, lanczos, resample, resample_matrix,
                                      resample_taps)

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.auth import RateLimiter, authenticate
-from cluster.http_errors import ApiError
-from cluster.json_body import MAX_DEPTH, parse_object
-from cluster.service import load_api_config, public_base_url
-from cluster.slow_clients import TrustedProxies
+from cluster.http.auth import RateLimiter, authenticate
+from cluster.http.errors import ApiError
+from cluster.http.json_body import MAX_DEPTH, parse_object
+from cluster.http.service import load_api_config, public_base_url
+from cluster.http.slow_clients import TrustedProxies
 from tests.conftest import make_settings
 
 _json_values = st.recursive(

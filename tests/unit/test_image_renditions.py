@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyvips
 import pytest
 
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.optimize.compress import Encoded, compress, encode
 from pipelines.optimize.metrics import ssim
 from pipelines.recipe import Preset

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cluster.notebook import Progress
+from cluster.cli.notebook import Progress
 
 
 def _html(done, total, counts) -> str:

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from cluster.bulk import partition_size
-from cluster.progress import CommandProgress
-from cluster.report import human_bytes, human_seconds
+from cluster.cli.progress import CommandProgress
+from cluster.cli.report import human_bytes, human_seconds
 
 PLAIN_LINE = re.compile(r"^ingest: (\d+)/(\d+|\?) .*?, ([\d.]+) assets/s, ETA (\S+)$")
 

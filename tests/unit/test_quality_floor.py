@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.samples import scene
+from cluster.cli.samples import scene
 from pipelines.recipe import DEFAULT_MIN_QUALITY, Preset, Recipe, recipe_from_dict
 from tests.unit.test_image_renditions import render
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fsspec
 import pytest
 
-from cluster.sources import SourceError, expand
+from cluster.storage.sources import SourceError, expand
 
 
 def tree(root):

@@ -9,7 +9,7 @@ import botocore.exceptions
 import pytest
 
 from cluster.config import StoreConfig, load_settings
-from cluster.stores import Backoff, StorageUnavailable, Store, open_stores, retrying, transient
+from cluster.storage.stores import Backoff, StorageUnavailable, Store, open_stores, retrying, transient
 from pipelines.outcome import Failed
 
 

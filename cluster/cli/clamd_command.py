@@ -1,6 +1,6 @@
 """``mediafarm clamd start|stop|status``: a clamd of one's own for the farm, in the background.
 
-It is the launcher ``make demo`` and the tests use (``cluster.local_clamd``), whose
+It is the launcher ``make demo`` and the tests use (``cluster.cli.local_clamd``), whose
 clamd.conf passes the farm's fail-closed check, on the loopback port of
 ``MEDIAFARM_CLAMD_URL`` (3310 by default). Its pid and config are recorded under the
 data folder, so ``stop`` ends that process and no other.
@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 import psutil
 
 from cluster.config import Settings
-from cluster.local_clamd import start_clamd
-from cluster.report import scanner_hint
+from cluster.cli.local_clamd import start_clamd
+from cluster.cli.report import scanner_hint
 from pipelines.outcome import Failed
 from pipelines.upload.scan import ClamdScanner
 from pipelines.upload.scanner_check import run_check

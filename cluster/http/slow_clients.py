@@ -23,7 +23,7 @@ import anyio
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from cluster.http_errors import ApiError
+from cluster.http.errors import ApiError
 
 EVICTION_GRACE_S = 1.0  # a connection this young is not yet suspect: it may be about to send its head
 _TIMEOUT_BODY = json.dumps({"error": "request_timeout",

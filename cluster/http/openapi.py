@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.service import ApiConfig
+from cluster.http.service import ApiConfig
 
 STATUSES = ["queued", "processing", "ready", "rejected", "failed"]
 

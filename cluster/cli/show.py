@@ -18,19 +18,9 @@ from sqlalchemy import select
 from catalog import Catalog
 from catalog.models import Asset
 from cluster.config import Settings
-from cluster.report import human_bytes
-from cluster.stores import Store, open_stores
-
-
-def with_locations(catalog: Catalog, renditions: Store, asset_ids: list[str]) -> list[dict]:
-    """The assets' summaries (``Catalog.results``), each rendition with its store ``url``."""
-    summaries = catalog.results(asset_ids)
-    for summary in summaries:
-        for rendition in summary["renditions"]:
-            playlist = rendition.pop("playlist")
-            rendition["url"] = (renditions.url_at(playlist) if playlist
-                                else renditions.url_for(rendition["sha256"]))
-    return summaries
+from cluster.cli.report import human_bytes
+from cluster.farm import with_locations
+from cluster.storage.stores import Store, open_stores
 
 
 def lookup(catalog: Catalog, settings: Settings, name: str,

@@ -29,8 +29,8 @@ from sqlalchemy import Engine, select, update
 
 from catalog.models import Upload
 from cluster.config import StoreConfig
-from cluster.http_errors import ApiError
-from cluster.stores import Store
+from cluster.http.errors import ApiError
+from cluster.storage.stores import Store
 
 # -- streamed multipart ---------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ def owned_object(uri: object, owner: str, stores: dict[str, Store],
 
 
 def object_fingerprint(info: dict) -> str:
-    """Size and change marker of a store object, as ``cluster.sources`` fingerprints files."""
+    """Size and change marker of a store object, as ``cluster.storage.sources`` fingerprints files."""
     changed = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")
     return f"{info.get('size')}:{changed}"
 
@@ -306,7 +306,7 @@ def _signer(store: Store) -> S3FileSystem:
         config = dict(options.pop("config_kwargs", None) or {})
         config.setdefault("signature_version", "s3v4")
         options["skip_instance_cache"] = True
-        _signers[store.fs] = S3FileSystem(**options, config_kwargs=config)
+        _signers[store.fs] = type(store.fs)(**options, config_kwargs=config)
     return _signers[store.fs]
 
 

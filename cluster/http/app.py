@@ -25,17 +25,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from catalog.repository import AssetRequest
-from cluster import idempotency, owned, uploads
-from cluster.auth import Principal
+from cluster.http import idempotency, owned, uploads
+from cluster.http.auth import Principal
 from cluster.farm import Farm
-from cluster.http_errors import ApiError
+from cluster.http.errors import ApiError
 from cluster.manifest import catalog_filter
-from cluster.openapi import document
-from cluster.api_request import (accepted, api_url, authorize, check_length, farm_service, iso,
+from cluster.http.openapi import document
+from cluster.http.request_checks import (accepted, api_url, authorize, check_length, farm_service, iso,
                                   json_body, media_type, only, path_id)
-from cluster.service import ApiConfig, FarmService
-from cluster.slow_clients import BodyIdleTimeout
-from cluster.sources import asset_id as make_asset_id
+from cluster.http.service import ApiConfig, FarmService
+from cluster.http.slow_clients import BodyIdleTimeout
+from cluster.storage.sources import asset_id as make_asset_id
 from pipelines.recipe import Recipe, recipe_from_dict
 
 log = logging.getLogger(__name__)

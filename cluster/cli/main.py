@@ -9,14 +9,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cluster import logs
-from cluster.cli_errors import explain
-from cluster.cli_options import add_global_options
+from cluster.cli import logs
+from cluster.cli.errors import explain
+from cluster.cli.options import add_global_options
 from cluster.config import load_settings
 from cluster.interrupt import summary
-from cluster.progress import CommandProgress
-from cluster.report import print_hints, print_job_outcome, print_reencode, print_table
-from cluster.sources import expand
+from cluster.cli.progress import CommandProgress
+from cluster.cli.report import print_hints, print_job_outcome, print_reencode, print_table
+from cluster.storage.sources import expand
 from pipelines.recipe import load_recipe
 
 
@@ -303,7 +303,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cluster.demo import run_demo
+    from cluster.cli.demo import run_demo
 
     return run_demo(_settings(args), Path(args.signatures))
 
@@ -321,10 +321,10 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from cluster.api import create_app
+    from cluster.http.app import create_app
     from cluster.farm import Farm
-    from cluster.service import load_api_config
-    from cluster.slow_clients import TrustedProxies, guarded_protocol
+    from cluster.http.service import load_api_config
+    from cluster.http.slow_clients import TrustedProxies, guarded_protocol
 
     settings = _settings(args)
     recipe = load_recipe(args.recipe) if args.recipe else None
@@ -348,7 +348,7 @@ def _token_catalog(args: argparse.Namespace):
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from cluster.auth import create_token, parse_scopes
+    from cluster.http.auth import create_token, parse_scopes
 
     scopes = parse_scopes(args.scopes)
     token_id, token = create_token(_token_catalog(args), args.owner, scopes)
@@ -359,7 +359,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    from cluster.auth import revoke_token
+    from cluster.http.auth import revoke_token
 
     if not revoke_token(_token_catalog(args), args.token_id):
         print(f"mediafarm: no live token {args.token_id}", file=sys.stderr)
@@ -369,7 +369,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    from cluster.auth import list_tokens
+    from cluster.http.auth import list_tokens
 
     for row in list_tokens(_token_catalog(args)):
         state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "live"
@@ -378,7 +378,7 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from cluster import show
+    from cluster.cli import show
 
     settings = _settings(args)
     summaries, renditions = show.lookup(_open_catalog(settings), settings, args.asset, args.owner)
@@ -390,7 +390,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    from cluster import show
+    from cluster.cli import show
 
     settings = _settings(args)
     summaries, renditions = show.lookup(_open_catalog(settings), settings, args.asset, args.owner)
@@ -402,19 +402,19 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _clamd_start(args: argparse.Namespace) -> int:
-    from cluster import clamd_command
+    from cluster.cli import clamd_command
 
     return clamd_command.start(_settings(args), args.signatures, args.port, args.timeout)
 
 
 def _clamd_stop(args: argparse.Namespace) -> int:
-    from cluster import clamd_command
+    from cluster.cli import clamd_command
 
     return clamd_command.stop(_settings(args))
 
 
 def _clamd_status(args: argparse.Namespace) -> int:
-    from cluster import clamd_command
+    from cluster.cli import clamd_command
 
     return clamd_command.status(_settings(args))
 

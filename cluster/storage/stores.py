@@ -52,11 +52,11 @@ class Store:
         self.url = config.url.rstrip("/")
         self.backoff = backoff or Backoff()
         protocol, options, path = _resolve(config)
-        if protocol == "s3":
+        if protocol in ("s3", "r2"):
             config_kwargs = {**S3_CONFIG, **options.get("config_kwargs", {})}
             options = {**options, "config_kwargs": config_kwargs}
         self.fs: fsspec.AbstractFileSystem = fsspec.filesystem(protocol, **options)
-        if protocol == "s3":
+        if protocol in ("s3", "r2"):
             self.fs.retries = 1  # s3fs's retry loop: one pass, botocore's and ours do the rest
         self.root = path.rstrip("/")
 
@@ -206,23 +206,12 @@ class Store:
 
 
 def _resolve(config: StoreConfig) -> tuple[str, dict, str]:
-    """(fsspec protocol, storage options, path) for a store URL; ``r2://`` is S3 at Cloudflare."""
+    """(fsspec protocol, storage options, path) for a store URL (``r2://``: ``cluster.storage.r2``)."""
     parsed = urlparse(config.url)
     options = dict(config.options)
-    if parsed.scheme == "r2":
-        account = options.pop("account_id", None)
-        client_kwargs = dict(options.pop("client_kwargs", {}))
-        endpoint = options.pop("endpoint_url", None) or (
-            account and f"https://{account}.r2.cloudflarestorage.com")
-        if not endpoint:
-            raise ValueError(f"store {config.url}: an r2:// store needs 'account_id' or 'endpoint_url'")
-        client_kwargs.setdefault("endpoint_url", endpoint)
-        client_kwargs.setdefault("region_name", "auto")
-        return "s3", {**options, "client_kwargs": client_kwargs}, parsed.netloc + parsed.path
     if parsed.scheme in ("", "file", "local"):
         return "file", options, unquote(parsed.path) if parsed.scheme == "file" else config.url
-    protocol = parsed.scheme
-    return protocol, options, parsed.netloc + parsed.path
+    return parsed.scheme, options, parsed.netloc + parsed.path
 
 
 def open_source(uri: str, stores: Iterable[Store]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from cluster.http_errors import ApiError
+from cluster.http.errors import ApiError
 
 MAX_DEPTH = 32  # the API's bodies nest a few levels (a recipe's presets); far more is an attack
 

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from catalog.models import IdempotencyKey
 from catalog.repository import utcnow
-from cluster.http_errors import ApiError
+from cluster.http.errors import ApiError
 
 _KEY = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
 PENDING, DONE = "pending", "done"

@@ -11,7 +11,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from cluster.report import human_seconds
+from cluster.cli.report import human_seconds
 
 # A log (stderr not a terminal) gets a line this often, besides the first and the last.
 PLAIN_INTERVAL_S = 10.0

@@ -1,7 +1,7 @@
 """What every route of the HTTP endpoint does with a request: authorize it, read its body
 within bounds, name its path parameters, and build the URLs it hands back.
 
-Imports the endpoint's service and auth, never the routes (``cluster.api``).
+Imports the endpoint's service and auth, never the routes (``cluster.http.app``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from anyio import to_thread
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from cluster.auth import Principal, authenticate
-from cluster.http_errors import ApiError
-from cluster.json_body import parse_object
-from cluster.service import FarmService
+from cluster.http.auth import Principal, authenticate
+from cluster.http.errors import ApiError
+from cluster.http.json_body import parse_object
+from cluster.http.service import FarmService
 
 
 def farm_service(request: Request) -> FarmService:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cluster.config import Settings, load_settings
-from cluster.samples import write_samples
+from cluster.cli.samples import write_samples
 
 # Formats IPython.display.Image shows as they are; others are converted to PNG to be shown.
 _SHOWN_AS_IS = {"webp": "webp", "jpeg": "jpeg", "png": "png", "gif": "gif"}

@@ -22,13 +22,13 @@ from distributed import Future
 from sqlalchemy import text
 
 from catalog.repository import AssetRequest
-from cluster import owned
-from cluster.auth import RateLimiter
+from cluster.http import owned
+from cluster.http.auth import RateLimiter
 from cluster.config import Settings
 from cluster.farm import Farm
 from cluster.quarantine import record_lost, worker_deaths
 from cluster.tasks import Job
-from cluster.uploads import check_ingest_prefix
+from cluster.http.uploads import check_ingest_prefix
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
 from pipelines.upload import capabilities, scanner_check
 from pipelines.upload.scan import ClamdScanner

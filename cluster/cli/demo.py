@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 from cluster.config import Settings
-from cluster.local_clamd import start_clamd
-from cluster.samples import write_samples
+from cluster.cli.local_clamd import start_clamd
+from cluster.cli.samples import write_samples
 
 
 def run_demo(settings: Settings, signatures: Path) -> int:
     from cluster.farm import Farm
-    from cluster.progress import CommandProgress
-    from cluster.report import print_table
+    from cluster.cli.progress import CommandProgress
+    from cluster.cli.report import print_table
 
     data_dir = Path(settings.data_dir)
     samples = write_samples(data_dir / "samples")

@@ -1,0 +1,1 @@
+"""Front ends for people: the `mediafarm` command, the demo, local clamd and notebook helpers (may import everything else)."""
