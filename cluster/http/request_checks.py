@@ -58,12 +58,6 @@ async def json_body(request: Request, *, required: bool = True) -> dict:
     return parse_object(bytes(body))
 
 
-def only(data: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ApiError(422, "invalid_body", f"unknown fields: {', '.join(unknown)}")
-
-
 def utc(value: datetime | str | None) -> datetime | None:
     """A catalog time as an aware UTC datetime (the catalog stores UTC)."""
     if value is None:
