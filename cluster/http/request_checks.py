@@ -1,59 +1,24 @@
-"""What every route of the HTTP endpoint does with a request: authorize it, read its body
-within bounds, name its path parameters, and build the URLs it hands back.
+"""What the routes of the HTTP endpoint do with a request: read its body within bounds and
+build the URLs they hand back (authorization and path parameters are ``dependencies``).
 
-Imports the endpoint's service and auth, never the routes (``cluster.http.app``).
+Imports the endpoint's service, never the routes (``cluster.http.routes``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from anyio import to_thread
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from cluster.http.auth import Principal, authenticate
 from cluster.http.errors import ApiError
 from cluster.http.json_body import parse_object
+from cluster.http.models import Accepted
 from cluster.http.service import FarmService
 
 
 def farm_service(request: Request) -> FarmService:
     return request.app.state.service
-
-
-async def authorize(request: Request, scope: str) -> Principal:
-    """The caller's principal: 401 without a valid token, 429 over its rate, 403 without scope.
-
-    Failed authentications are budgeted per client address, and the budget is checked before
-    any catalog work, so guessing tokens costs the server no queries once it is spent. Only
-    failures are taken from it: many honest clients behind one address are limited by their
-    own tokens' buckets, not by each other (nor by their own concurrency).
-    """
-    service = farm_service(request)
-    address = request.client.host if request.client else ""
-    wait = service.client_limiter.wait(address)
-    if wait:
-        raise ApiError(429, "rate_limited", "too many failed authentications from this address; "
-                       f"retry in {wait} s", {"Retry-After": str(wait)})
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:  # nothing presented, nothing guessed
-        raise ApiError(401, "unauthorized", "send a token: Authorization: Bearer <token>",
-                       {"WWW-Authenticate": 'Bearer realm="mediafarm"'})
-    principal = await to_thread.run_sync(authenticate, service.engine, token)
-    if principal is None:
-        service.client_limiter.take(address)
-        raise ApiError(401, "unauthorized", "the token is unknown or revoked",
-                       {"WWW-Authenticate": 'Bearer realm="mediafarm", error="invalid_token"'})
-    wait = service.limiter.take(principal.token_id)
-    if wait:
-        raise ApiError(429, "rate_limited",
-                       f"this token's request rate is spent; retry in {wait} s",
-                       {"Retry-After": str(wait)})
-    if not principal.allows(scope):
-        raise ApiError(403, "forbidden", f"this operation needs a token with the {scope!r} scope")
-    return principal
 
 
 def content_length(request: Request) -> int | None:
@@ -93,27 +58,14 @@ async def json_body(request: Request, *, required: bool = True) -> dict:
     return parse_object(bytes(body))
 
 
-def only(data: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ApiError(422, "invalid_body", f"unknown fields: {', '.join(unknown)}")
-
-
-def iso(value: datetime | None) -> str | None:
+def utc(value: datetime | str | None) -> datetime | None:
+    """A catalog time as an aware UTC datetime (the catalog stores UTC)."""
     if value is None:
         return None
     if isinstance(value, str):  # SQLite may hand back text for server defaults
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)  # the catalog stores UTC
-    return value.isoformat()
-
-
-def path_id(request: Request, name: str, what: str) -> str:
-    """A UUID-shaped path parameter; anything else names nothing (404), never a query error."""
-    value = request.path_params[name]
-    if len(value) != 36 or any(c not in "0123456789abcdef-" for c in value.lower()):
-        raise ApiError(404, "not_found", f"there is no such {what}")
+        value = value.replace(tzinfo=timezone.utc)
     return value
 
 
@@ -129,5 +81,5 @@ def bound_base(server: tuple[str, int] | None) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def accepted(request: Request, asset_id: str) -> dict:
-    return {"id": asset_id, "status_url": api_url(request, "asset", asset_id=asset_id)}
+def accepted(request: Request, asset_id: str) -> Accepted:
+    return Accepted(id=asset_id, status_url=api_url(request, "asset", asset_id=asset_id))

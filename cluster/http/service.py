@@ -28,7 +28,7 @@ from cluster.config import Settings
 from cluster.farm import Farm
 from cluster.quarantine import record_lost, worker_deaths
 from cluster.tasks import Job
-from cluster.http.uploads import check_ingest_prefix
+from cluster.http.upload_store import check_ingest_prefix
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
 from pipelines.upload import capabilities, scanner_check
 from pipelines.upload.scan import ClamdScanner

@@ -22,7 +22,7 @@ import pytest
 
 from catalog import upgrade
 from cluster.cli.samples import scene
-from cluster.http.uploads import owner_area
+from cluster.http.upload_store import owner_area
 from tests.conftest import make_settings
 from tests.services.api_server import (Deployment, settings_env, start_api_server,
                                        wait_terminal)

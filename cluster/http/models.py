@@ -1,0 +1,207 @@
+"""The HTTP endpoint's request and response bodies; FastAPI makes the OpenAPI document from them.
+
+Request bodies are read by the routes themselves (bounded, after authorization) and checked
+with :func:`parse`, which answers in the endpoint's error shape; each request model says which
+error code a bad value of each field earns (``field_errors``), where it is not ``invalid_body``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from cluster.http.errors import ApiError
+
+STATUSES = Literal["queued", "processing", "ready", "rejected", "failed"]
+Sha256 = Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class Error(Model):
+    """Every error the endpoint answers."""
+
+    error: str = Field(description="a machine-readable code, e.g. not_found")
+    message: str = Field(description="what went wrong, in a sentence for people")
+
+
+def errors(descriptions: dict[int, str], headers: dict[int, dict] | None = None) -> dict:
+    """OpenAPI ``responses`` for error statuses, each with the :class:`Error` body."""
+    return {status: {"model": Error, "description": text, **(
+        {"headers": headers[status]} if headers and status in headers else {})}
+        for status, text in descriptions.items()}
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "integer", "minimum": 1}}}
+WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "the Bearer challenge",
+                                         "schema": {"type": "string"}}}
+# What every authenticated operation can answer.
+AUTH_ERRORS = errors({
+    401: "no token, or an unknown or revoked one",
+    403: "the token lacks the scope this operation needs",
+    429: "this token's rate limit, or this address's budget of failed authentications, is spent",
+}, {401: WWW_AUTHENTICATE, 429: RETRY_AFTER})
+# What an operation that reads a body can answer while it arrives.
+BODY_TIMEOUT = "the request body stopped arriving (MEDIAFARM_API_BODY_TIMEOUT)"
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+Request = TypeVar("Request", bound="RequestModel")
+
+
+class RequestModel(Model):
+    # A bad value of these fields is answered with (status, code) rather than 422 invalid_body.
+    field_errors: ClassVar[dict[str, tuple[int, str]]] = {}
+
+
+class FileUpload(RequestModel):
+    """The multipart form of ``POST /v1/assets`` (streamed by the route, never parsed whole)."""
+
+    file: bytes = Field(description="the media file; its part's Content-Type must be accepted",
+                        json_schema_extra={"format": "binary"})
+
+
+class SourceRequest(RequestModel):
+    """``POST /v1/assets`` as JSON: take in an object already in a store."""
+
+    source_uri: StrictStr = Field(description="an object the caller's owner uploaded, or one "
+                                              "under its ingest prefix")
+    field_errors = {"source_uri": (422, "source_not_allowed")}
+
+
+class UploadRequest(RequestModel):
+    """``POST /v1/uploads``: what the presigned PUT will carry."""
+
+    content_type: StrictStr | None = Field(None, description="the file's media type")
+    size: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="the file's exact size in bytes (required)")
+    field_errors = {"content_type": (415, "unsupported_media_type")}
+
+
+class JobRequest(RequestModel):
+    """``POST /v1/jobs``: a re-encode (selected with ``where``) or a backfill (a manifest)."""
+
+    kind: Literal["reencode", "backfill"]
+    where: StrictStr = Field("", description="reencode: e.g. owner=alice")
+    manifest: StrictStr = Field("", description="backfill: catalog:… or a path in a store")
+    recipe: dict[str, Any] | None = Field(None, description="a recipe, as in YAML")
+    owner: StrictStr | None = Field(None, min_length=1, max_length=200,
+                                    description="backfill: whose assets they become")
+    field_errors = {"where": (422, "invalid_selection"), "recipe": (422, "invalid_recipe")}
+
+
+REQUEST_MODELS: tuple[type[RequestModel], ...] = (FileUpload, SourceRequest, UploadRequest,
+                                                  JobRequest)
+
+
+def parse(model: type[Request], data: dict) -> Request:
+    """``data`` (a JSON object) as ``model``, or the ApiError its first problem earns."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False)
+    unknown = sorted(str(p["loc"][0]) for p in problems if p["type"] == "extra_forbidden")
+    if unknown:
+        raise ApiError(422, "invalid_body", f"unknown fields: {', '.join(unknown)}")
+    first = problems[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    status, code = model.field_errors.get(field, (422, "invalid_body"))
+    raise ApiError(status, code, f"{field}: {first['msg']}" if field else first["msg"])
+
+
+def request_body(*models: type[RequestModel], required: bool = True,
+                 encoding: dict | None = None) -> dict:
+    """``openapi_extra`` declaring a request body the route reads itself (streamed, bounded)."""
+    content = {}
+    for model in models:
+        media = "multipart/form-data" if model is FileUpload else "application/json"
+        content[media] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        if media == "multipart/form-data" and encoding:
+            content[media]["encoding"] = encoding
+    return {"requestBody": {"required": required, "content": content}}
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+class Accepted(Model):
+    id: UUID
+    status_url: str
+
+
+class Version(Model):
+    version: int
+    sha256: Sha256
+    recipe_id: str
+    created_at: datetime
+
+
+class Rendition(Model):
+    preset: str
+    format: str
+    media_type: str | None
+    width: int | None
+    height: int | None
+    bytes: int
+    quality: int | None
+    sha256: Sha256
+    url: str = Field(description="a presigned URL, or this API's /v1/renditions/{sha256}")
+    url_expires_at: datetime | None
+
+
+class Asset(Model):
+    id: UUID
+    status: STATUSES
+    reason: str | None
+    message: str | None
+    retryable: bool
+    sha256: Sha256 | None
+    version: int | None
+    deleted_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    versions: list[Version]
+    renditions: list[Rendition]
+
+
+class UploadCreated(Model):
+    id: UUID
+    upload_url: str
+    method: Literal["PUT"]
+    headers: dict[str, str] = Field(description="send these headers with the PUT")
+    expires_at: datetime
+    complete_url: str
+
+
+class Job(Model):
+    id: str
+    kind: str
+    recipe_id: str
+    manifest: str
+    status: Literal["running", "finished", "failed"]
+    submitted: int
+    skipped: int
+    counts: dict[str, int] | None
+    assets: dict[str, int]
+    created_at: datetime
+    updated_at: datetime
+    message: str | None
+
+
+class Health(Model):
+    status: Literal["ok"]
+
+
+class Ready(Model):
+    status: Literal["ready", "unready"]
+    checks: dict[str, str]

@@ -1,0 +1,1 @@
+"""The HTTP endpoint's routes, one module (one APIRouter) per resource."""

@@ -1,0 +1,73 @@
+"""The OpenAPI document is generated from the routes and models, and describes all of them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from cluster.http.app import ROUTERS, create_app
+from cluster.http.models import REQUEST_MODELS
+from cluster.http.service import ApiConfig
+
+APP = create_app(lambda: None, ApiConfig(max_upload_bytes=4096))  # not started: no Farm needed
+DOCUMENT = APP.openapi()
+OPERATIONS = [(path, method, operation) for path, item in DOCUMENT["paths"].items()
+              for method, operation in item.items()]
+
+
+def test_every_route_is_documented_and_every_documented_path_is_routed():
+    routed = {(route.path, method.lower()) for router in ROUTERS for route in router.routes
+              for method in route.methods}
+    assert routed == {(path, method) for path, method, _ in OPERATIONS}
+
+
+def test_every_operation_but_health_needs_a_bearer_token_with_a_scope():
+    assert DOCUMENT["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "a token from `mediafarm token create`"}
+    for path, _, operation in OPERATIONS:
+        if path in ("/healthz", "/readyz"):
+            assert "security" not in operation
+        else:
+            [requirement] = operation["security"]
+            assert list(requirement) == ["bearer"] and requirement["bearer"], path
+            assert {"401", "403", "429"} <= set(operation["responses"]), path
+
+
+def test_every_error_is_documented_with_the_one_error_shape():
+    error = {"$ref": "#/components/schemas/Error"}
+    for path, method, operation in OPERATIONS:
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")) and not (path == "/readyz" and status == "503"):
+                assert response["content"]["application/json"]["schema"] == error, (path, status)
+    assert "HTTPValidationError" not in DOCUMENT["components"]["schemas"]
+    assert DOCUMENT["components"]["schemas"]["Error"]["required"] == ["error", "message"]
+
+
+def test_streamed_bodies_are_declared_with_their_models():
+    schemas = DOCUMENT["components"]["schemas"]
+    assert {model.__name__ for model in REQUEST_MODELS} <= set(schemas)
+    for _, _, operation in OPERATIONS:
+        for content in operation.get("requestBody", {}).get("content", {}).values():
+            assert content["schema"]["$ref"].removeprefix("#/components/schemas/") in schemas
+    form = DOCUMENT["paths"]["/v1/assets"]["post"]["requestBody"]["content"]
+    assert set(form) == {"multipart/form-data", "application/json"}
+    assert schemas["FileUpload"]["properties"]["file"]["format"] == "binary"
+    assert "image/jpeg" in form["multipart/form-data"]["encoding"]["file"]["contentType"]
+    size = schemas["UploadRequest"]["properties"]["size"]["anyOf"][0]
+    assert size["maximum"] == 4096 and size["minimum"] == 1  # this server's limit
+
+
+
+def test_the_document_and_the_interactive_docs_are_served():
+    async def get(method: str, path: str) -> httpx.Response:
+        # No lifespan runs: the document and the docs need no Farm.
+        transport = httpx.ASGITransport(APP)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path)
+
+    assert asyncio.run(get("GET", "/openapi.json")).json() == DOCUMENT
+    docs = asyncio.run(get("GET", "/docs"))
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert asyncio.run(get("GET", "/nothing")).json()["error"] == "not_found"
+    assert asyncio.run(get("PUT", "/v1/assets")).json()["error"] == "method_not_allowed"
