@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,20 @@ from tests.services.postgres import PostgresServer, scratch_database, server_url
 from tests.services.s3 import MotoEndpoint, make_bucket, start_moto
 
 SIGNATURES = Path(__file__).parent / "signatures"
+# Seconds the shared cluster's restart may take after a failed test (workers killed and
+# started again by their nannies, the farm's plugin set up on each).
+RESTART_S = 120
+
+log = logging.getLogger(__name__)
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +92,28 @@ def dask_client() -> Client:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_workers_after_a_failure(request):
+    """After a failed test that used the shared cluster, restart its workers.
+
+    A failed or timed-out test can leave work on the cluster: tasks its traceback still
+    holds futures of, a task stuck in a call, a worker that no longer answers. The next
+    tests must not inherit that (a stuck task takes a worker's only thread; a worker
+    that does not answer fails every later ``register_plugin``). The Client object is
+    kept, so module-scoped fixtures that hold it go on working.
+    """
+    client = request.getfixturevalue("dask_client") if "dask_client" in request.fixturenames \
+        else None
+    yield
+    if client is None or not request.node.stash.get(_CALL_FAILED, False):
+        return
+    try:
+        client.restart(timeout=RESTART_S)
+    except Exception:  # noqa: BLE001 - said, and left to the next tests to show
+        log.warning("could not restart the shared Dask cluster's workers after %s",
+                    request.node.nodeid, exc_info=True)
 
 
 @pytest.fixture(scope="session")
