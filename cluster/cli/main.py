@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cluster.cli import logs
+from cluster.cli import logs, uploads_command
 from cluster.cli.errors import explain
 from cluster.cli.options import add_global_options
 from cluster.config import load_settings
@@ -165,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
                               ).set_defaults(run=_clamd_stop)
     clamd_commands.add_parser("status", help="whether clamd answers and fails closed"
                               ).set_defaults(run=_clamd_status)
+
+    uploads_command.register(commands)
 
     db = commands.add_parser("db", help="catalog maintenance")
     db_commands = db.add_subparsers(required=True, metavar="ACTION")
