@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import timedelta, timezone
 from email.utils import format_datetime
 from typing import Annotated
 
@@ -40,7 +40,7 @@ from cluster.storage.sources import asset_id as make_asset_id
 PREFIX = "/v1/tus"
 BATCH = 1024 * 1024       # bytes gathered from the body before each write
 LEASE_WAIT_S = 10.0       # how long a request waits for another one writing to the upload
-HEAD_WAIT_S = 5.0         # ... and a HEAD, before it reports the offset as it stands
+HEAD_WAIT_S = 1.0         # ... and a HEAD, before it reports the offset as it stands
 
 _header = {"schema": {"type": "string"}}
 TUS_RESUMABLE = {"Tus-Resumable": {"description": "always 1.0.0", **_header}}
@@ -437,5 +437,5 @@ def _progress_headers(request: Request, row: dict) -> dict[str, str]:
 
 
 def _http_date(value) -> str:
-    return format_datetime(utc(value), usegmt=True)
+    return format_datetime(utc(value).astimezone(timezone.utc), usegmt=True)
 
