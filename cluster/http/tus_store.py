@@ -120,7 +120,7 @@ def number(header: str | None, name: str) -> int | None:
     """A non-negative integer header (Upload-Length, Upload-Offset); 400 if malformed."""
     if header is None:
         return None
-    if not header.isdigit() or len(header) > 19:
+    if not (header.isascii() and header.isdigit()) or len(header) > 19:  # not "³" (latin-1)
         raise ApiError(400, f"invalid_{name.lower().replace('-', '_')}",
                        f"{name} must be a non-negative integer")
     return int(header)
