@@ -325,7 +325,7 @@ async def _write(request: Request, service: FarmService, row: dict, holder: str,
             await to_thread.run_sync(tus_store.commit, engine, row["id"], holder, fields, expires)
             row.update(fields, expires_at=utcnow() + timedelta(seconds=expires))
 
-    batch, seen = bytearray(), 0
+    batch, seen, renewed = bytearray(), 0, time.monotonic()
     try:
         await to_thread.run_sync(receiver.begin)
         try:
@@ -342,6 +342,9 @@ async def _write(request: Request, service: FarmService, row: dict, holder: str,
                     await to_thread.run_sync(receiver.write, data)
                     if keep_as_received:
                         await record(await to_thread.run_sync(receiver.progress))
+                    if time.monotonic() - renewed > tus_store.LEASE_S / 3:  # a long PATCH
+                        await to_thread.run_sync(tus_store.commit, engine, row["id"], holder, {})
+                        renewed = time.monotonic()
         except (ClientDisconnect, ApiError) as exc:
             gone = isinstance(exc, ClientDisconnect) or exc.status == 408
             if keep_as_received and gone:  # keep what arrived, as tus asks of a server
