@@ -161,6 +161,40 @@ class Upload(Base):
     asset_id: Mapped[str | None] = mapped_column(String(36))
     size: Mapped[int | None] = mapped_column(BigInteger)  # announced; the signed Content-Length
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # An S3 multipart upload (presigned part URLs): its UploadId, part size and when the
+    # clean-up aborts it if it is still not complete.
+    multipart_id: Mapped[str | None] = mapped_column(Text)
+    part_size: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TusUpload(Base):
+    """A resumable (tus 1.0) upload: what it announced, what has been received, where it is.
+
+    ``offset`` is what the server reports to a resuming client; bytes past it that reached
+    the store before a crash are discarded by the next PATCH. On S3 the received bytes are
+    ``parts`` (``[number, etag, size]``) of the multipart upload ``multipart_id`` plus the
+    first ``tail_size`` bytes of the tail object (less than one part, waiting to fill one).
+    """
+
+    __tablename__ = "tus_uploads"
+    __table_args__ = (Index("ix_tus_uploads_status_expires", "status", "expires_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(Text)  # relative to the buffer store
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    upload_metadata: Mapped[dict | None] = mapped_column(JSON)
+    part_size: Mapped[int | None] = mapped_column(BigInteger)
+    multipart_id: Mapped[str | None] = mapped_column(Text)
+    parts: Mapped[list | None] = mapped_column(JSON)
+    tail_size: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    status: Mapped[str] = mapped_column(String(20))  # receiving, completed, expired
+    asset_id: Mapped[str | None] = mapped_column(String(36))
+    lease_holder: Mapped[str | None] = mapped_column(String(36))  # the request writing to it
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class IdempotencyKey(Base):

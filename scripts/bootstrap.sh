@@ -46,7 +46,11 @@ have ffmpeg || missing+=(ffmpeg)
 for program in curl jq file; do have "$program" || missing+=("$program"); done
 # The tests use the PostgreSQL on 127.0.0.1:5432 when one answers, else start their own.
 postgres_binaries || missing+=(postgresql)
+# The resumable-upload tests drive tus-js-client, the browsers' tus client, in Node.
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
+npm ci --prefix tests/e2e/tus_clients --no-audit --no-fund --loglevel=error >&2
 echo "bootstrap: ready ($("$VENV/bin/python" -c 'import pyvips; print("libvips", pyvips.version(0), pyvips.version(1), pyvips.version(2))'))" >&2

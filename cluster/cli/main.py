@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     clamd_commands.add_parser("status", help="whether clamd answers and fails closed"
                               ).set_defaults(run="clamd_command:run_status")
 
+    uploads = commands.add_parser("uploads", help="resumable and multipart uploads of the HTTP "
+                                                  "endpoint")
+    uploads.add_subparsers(required=True, metavar="ACTION").add_parser(
+        "clean", help="drop expired tus uploads and abort abandoned S3 multipart uploads"
+    ).set_defaults(run="uploads_command:run_clean")
+
     db = commands.add_parser("db", help="catalog maintenance")
     db_commands = db.add_subparsers(required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply catalog migrations"

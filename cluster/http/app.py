@@ -7,6 +7,9 @@ generated from the routes and models (``/openapi.json``, browsable at ``/docs``)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
@@ -17,12 +20,16 @@ from starlette.middleware import Middleware
 from cluster.farm import Farm
 from cluster.http import errors
 from cluster.http.document import DESCRIPTION, TITLE, document
-from cluster.http.routes import assets, health, jobs, renditions, uploads
+from cluster.http.routes import assets, health, jobs, renditions, tus, uploads
 from cluster.http.service import ApiConfig, FarmService
 from cluster.http.slow_clients import BodyIdleTimeout
+from cluster.http.upload_cleanup import clean_uploads
 from pipelines.recipe import Recipe
 
-ROUTERS = (assets.router, renditions.router, uploads.router, jobs.router, health.router)
+log = logging.getLogger(__name__)
+
+ROUTERS = (assets.router, renditions.router, uploads.router, tus.router, jobs.router,
+           health.router)
 
 
 def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,
@@ -33,14 +40,21 @@ def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,
     async def lifespan(app: FastAPI):
         farm = await to_thread.run_sync(farm_factory)  # Dask's sync client wants its own thread
         app.state.service = FarmService(farm, config, recipe)
+        cleaning = (asyncio.create_task(_clean_periodically(app.state.service))
+                    if config.upload_cleanup_s > 0 else None)
         try:
             yield
         finally:
+            if cleaning is not None:
+                cleaning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cleaning
             await to_thread.run_sync(app.state.service.close)
 
     app = FastAPI(title=TITLE, version="1", description=DESCRIPTION, lifespan=lifespan,
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
-                  middleware=[Middleware(BodyIdleTimeout, seconds=config.body_timeout_s)])
+                  middleware=[Middleware(tus.TusResumableHeader),
+                              Middleware(BodyIdleTimeout, seconds=config.body_timeout_s)])
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -48,3 +62,15 @@ def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,
     made = document(app, config)
     app.openapi = lambda: made  # generated once, with this server's limits
     return app
+
+
+async def _clean_periodically(service: FarmService) -> None:
+    """Drop expired resumable and abandoned multipart uploads, now and every interval."""
+    config = service.config
+    while True:
+        try:
+            await to_thread.run_sync(clean_uploads, service.engine, service.stores["buffer"],
+                                     config.upload_expires_s)
+        except Exception:  # noqa: BLE001 - the next round tries again; the server carries on
+            log.exception("upload clean-up failed")
+        await asyncio.sleep(config.upload_cleanup_s)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from cluster.http.models import REQUEST_MODELS
+from cluster.http.models import RAW_BODIES, REQUEST_MODELS
 from cluster.http.service import ApiConfig
 
 TITLE = "Mediafarm"
@@ -29,6 +29,7 @@ def document(app: FastAPI, config: ApiConfig) -> dict:
     _, defs = models_json_schema([(model, "validation") for model in REQUEST_MODELS],
                                  ref_template="#/components/schemas/{model}")
     schemas.update(defs.get("$defs", {}))
+    schemas.update(RAW_BODIES)
     for item in doc["paths"].values():
         for operation in item.values():
             responses = operation.get("responses", {})

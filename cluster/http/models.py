@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr,
+                      ValidationError)
 
 from cluster.http.errors import ApiError
 
@@ -80,12 +81,37 @@ class SourceRequest(RequestModel):
 
 
 class UploadRequest(RequestModel):
-    """``POST /v1/uploads``: what the presigned PUT will carry."""
+    """``POST /v1/uploads``: what the presigned PUT (or the multipart upload's parts) will carry."""
 
     content_type: StrictStr | None = Field(None, description="the file's media type")
     size: Annotated[StrictInt, Field(ge=1)] | None = Field(
         None, description="the file's exact size in bytes (required)")
+    multipart: StrictBool = Field(False, description="an S3 multipart upload: one presigned "
+                                                     "URL per part instead of one PUT")
     field_errors = {"content_type": (415, "unsupported_media_type")}
+
+
+MAX_PART_URLS = 1000  # part URLs in one answer
+
+
+class PartsRequest(RequestModel):
+    """``POST /v1/uploads/{upload_id}/parts``: which parts' URLs to sign (again)."""
+
+    numbers: list[Annotated[StrictInt, Field(ge=1, le=10_000)]] = Field(
+        min_length=1, max_length=MAX_PART_URLS, description="part numbers, from 1")
+
+
+class CompletedPart(Model):
+    number: Annotated[StrictInt, Field(ge=1, le=10_000)]
+    etag: Annotated[StrictStr, Field(min_length=1, max_length=200)] = Field(
+        description="the ETag header S3 answered the part's PUT with")
+
+
+class CompleteRequest(RequestModel):
+    """``POST /v1/uploads/{upload_id}/complete``: for a multipart upload, its parts."""
+
+    parts: list[CompletedPart] | None = Field(
+        None, max_length=10_000, description="multipart uploads: every part, in order")
 
 
 class JobRequest(RequestModel):
@@ -101,7 +127,17 @@ class JobRequest(RequestModel):
 
 
 REQUEST_MODELS: tuple[type[RequestModel], ...] = (FileUpload, SourceRequest, UploadRequest,
-                                                  JobRequest)
+                                                  JobRequest, PartsRequest, CompleteRequest)
+# Bodies that are bytes, not JSON: their schemas, by name, for the document's components.
+RAW_BODIES = {"TusChunk": {"type": "string", "format": "binary",
+                           "description": "bytes of a tus upload, from its Upload-Offset on"}}
+TUS_CHUNK = "application/offset+octet-stream"
+
+
+def raw_body(name: str, media: str, *, required: bool = True) -> dict:
+    """``openapi_extra`` declaring a body of bytes the route streams itself."""
+    return {"requestBody": {"required": required, "content": {
+        media: {"schema": {"$ref": f"#/components/schemas/{name}"}}}}}
 
 
 def parse(model: type[Request], data: dict) -> Request:
@@ -181,6 +217,42 @@ class UploadCreated(Model):
     headers: dict[str, str] = Field(description="send these headers with the PUT")
     expires_at: datetime
     complete_url: str
+
+
+class UploadPart(Model):
+    number: int
+    size: int = Field(description="the part's exact length: its URL is signed for it")
+    url: str
+
+
+class MultipartUploadCreated(Model):
+    id: UUID
+    method: Literal["PUT"]
+    part_size: int = Field(description="every part's size but the last's")
+    part_count: int
+    parts: list[UploadPart] = Field(description=f"the first {MAX_PART_URLS} parts' URLs; "
+                                                "ask parts_url for more")
+    expires_at: datetime = Field(description="when these URLs expire")
+    abandoned_at: datetime = Field(description="when an upload still not complete is aborted")
+    parts_url: str
+    complete_url: str
+
+
+class PartUrls(Model):
+    parts: list[UploadPart]
+    expires_at: datetime
+
+
+class TusUploadState(Model):
+    """A tus upload, as ``GET /v1/tus/{upload_id}`` shows it."""
+
+    id: UUID
+    length: int
+    offset: int
+    metadata: dict[str, str]
+    complete: bool
+    expires_at: datetime | None = Field(description="while incomplete: when it is dropped")
+    asset: Accepted | None = Field(description="once complete: the asset it became")
 
 
 class Job(Model):

@@ -78,6 +78,10 @@ class ApiConfig:
     client_rate_burst: int = 20     # failed authentications at once per client address
     trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For names the client
     public_url: str | None = None   # base of the URLs handed out (default: the bound address)
+    # Resumable (tus) and S3 multipart uploads: how long one may stay unfinished (renewed by
+    # each tus PATCH), and how often the server's clean-up drops the expired (0: never).
+    upload_expires_s: int = 24 * 3600
+    upload_cleanup_s: float = 600.0
 
 
 def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None) -> ApiConfig:
@@ -117,6 +121,8 @@ def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None
         trusted_proxies=tuple(p.strip() for p in text_value("MEDIAFARM_API_TRUSTED_PROXIES", "")
                               .split(",") if p.strip()),
         public_url=public_base_url(env.get("MEDIAFARM_API_PUBLIC_URL")),
+        upload_expires_s=int(text_value("MEDIAFARM_API_UPLOAD_EXPIRES", "86400")),
+        upload_cleanup_s=float(text_value("MEDIAFARM_API_UPLOAD_CLEANUP_INTERVAL", "600")),
     )
 
 

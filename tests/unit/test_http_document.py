@@ -58,6 +58,34 @@ def test_streamed_bodies_are_declared_with_their_models():
     assert size["maximum"] == 4096 and size["minimum"] == 1  # this server's limit
 
 
+def test_tus_and_multipart_uploads_are_documented_with_their_bodies_headers_and_errors():
+    schemas = DOCUMENT["components"]["schemas"]
+    assert schemas["TusChunk"] == {"type": "string", "format": "binary",
+                                   "description": "bytes of a tus upload, from its Upload-Offset on"}
+    tus, upload = DOCUMENT["paths"]["/v1/tus"], DOCUMENT["paths"]["/v1/tus/{upload_id}"]
+    assert set(tus) == {"options", "post"} and set(upload) == {"head", "get", "patch", "delete"}
+    chunk = {"application/offset+octet-stream": {"schema": {"$ref": "#/components/schemas/TusChunk"}}}
+    assert upload["patch"]["requestBody"] == {"required": True, "content": chunk}
+    assert tus["post"]["requestBody"] == {"required": False, "content": chunk}
+    patch = upload["patch"]
+    assert {"204", "404", "409", "412", "413", "415", "423", "460", "507"} <= set(patch["responses"])
+    assert {"Tus-Resumable", "Upload-Offset", "Mediafarm-Asset"} <= set(
+        patch["responses"]["204"]["headers"])
+    assert {"Tus-Resumable", "Upload-Offset", "Upload-Checksum"} <= {
+        p["name"] for p in patch["parameters"] if p["in"] == "header"}
+    assert patch["responses"]["412"]["headers"]["Tus-Version"]
+    assert set(tus["options"]["responses"]["204"]["headers"]) >= {
+        "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm"}
+    created = DOCUMENT["paths"]["/v1/uploads"]["post"]["responses"]["201"]
+    assert {ref["$ref"].rsplit("/", 1)[-1] for ref in
+            created["content"]["application/json"]["schema"]["anyOf"]} == {
+        "UploadCreated", "MultipartUploadCreated"}
+    assert schemas["UploadRequest"]["properties"]["multipart"]["type"] == "boolean"
+    complete = DOCUMENT["paths"]["/v1/uploads/{upload_id}/complete"]["post"]
+    assert complete["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/CompleteRequest")
+    assert "/v1/uploads/{upload_id}/parts" in DOCUMENT["paths"]
+
 
 def test_the_document_and_the_interactive_docs_are_served():
     async def get(method: str, path: str) -> httpx.Response:
