@@ -381,6 +381,16 @@ def open_source(uri: str, stores: Iterable[Store]):
     return fsspec.open(uri, "rb").open()
 
 
+def source_location(uri: str, stores: Iterable[Store]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a source, as ``open_source`` resolves them (for ``info``)."""
+    for store in stores:
+        path = store.path_of(uri)
+        if path is not None:
+            return store.fs, path
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
 def open_stores(settings: Settings) -> dict[str, Store]:
     backoff = Backoff(budget_s=settings.storage_retry_s)
     return {name: Store(name, config, backoff) for name, config in settings.stores.items()}
