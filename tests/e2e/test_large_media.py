@@ -20,6 +20,8 @@ import pytest
 from sqlalchemy import select
 
 from catalog.models import StageRun
+from catalog.repository import AssetRequest
+from cluster import runtime
 from cluster.config import STORE_NAMES
 from cluster.farm import Farm
 from cluster.tasks import Job, hash_task, scan_task, validate_task
@@ -89,9 +91,14 @@ def test_a_large_video_ingests_to_ready_streamed(settings, dask_client, large_vi
 
 def test_the_stages_hand_on_references_and_never_hold_the_file(settings, large_video):
     """What Dask would carry between the scan, validate and hash tasks of a video, and the
-    Python heap's peak while they run (scan, clamd, hash and staging in one read)."""
+    Python heap's peak while they run (scan, clamd, hash and staging in one read): measured
+    on local stores, since the moto server runs inside this process."""
     size = large_video.stat().st_size
-    job = Job("large-1", 1, str(large_video), RECIPE, settings)
+    catalog = runtime.catalog(settings)
+    catalog.ensure_recipe(RECIPE.id, RECIPE.name, {})
+    [attempt] = catalog.queue([AssetRequest("large-1", "default", str(large_video), None)],
+                              RECIPE.id, {}).values()
+    job = Job("large-1", attempt, str(large_video), RECIPE, settings)
     tracemalloc.start()
     try:
         carries = [scan_task(job)]
@@ -104,6 +111,8 @@ def test_the_stages_hand_on_references_and_never_hold_the_file(settings, large_v
     for carry in carries:
         assert carry.data is None
         assert len(pickle.dumps(carry)) < 64 * 1024
+    if settings.stores["originals"].url.startswith("s3://"):
+        return  # moto serves S3 from a thread of this process: its objects count in the heap
     assert peak < 80 * MiB < size / 3, f"{peak / MiB:.0f} MiB of Python heap for {size / MiB:.0f} MiB"
 
 
