@@ -133,3 +133,20 @@ def test_an_oversize_source_is_rejected_by_default_and_taken_unscanned_only_when
         assert scan.status == "skipped"
         assert scan.details["scan"] == "skipped (over scanner limit)"
         assert (scan.details["bytes"], scan.details["scanner_limit"]) == (video.stat().st_size, MiB)
+
+
+@pytest.mark.slow
+def test_a_video_over_2_gib_ingests_to_ready_as_a_trusted_source(settings, dask_client):
+    """Past what ClamAV can scan at all (2 GiB - 1), so only with the explicit opt-in; the
+    scan row says so, and the farm streams it to ready, chunked encode included."""
+    video = cached_video(440)  # 440 s at 40 Mb/s: about 2.05 GiB
+    size = video.stat().st_size
+    assert size > 2 * 1024 ** 3
+    trusting = dataclasses.replace(settings, scan_oversize="skip")
+    with Farm(trusting, client=dask_client) as farm:
+        [result] = farm.ingest([str(video)], RECIPE).wait()
+        assert (result["status"], result["reason"]) == ("ready", None), result
+        runs = _stage_runs(farm, result["id"])
+        assert runs["scan"].status == "skipped" and runs["scan"].details["bytes"] == size
+        assert farm.stores["originals"].size(result["sha256"]) == size
+        assert farm.stores["originals"].staging_keys() == []
