@@ -11,6 +11,7 @@ but no NVENC: each is tried, never assumed).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -30,20 +31,26 @@ class MediafarmWorkerPlugin(WorkerPlugin):
         self.vips_concurrency = vips_concurrency
         self.report: dict = {}
 
-    def setup(self, worker) -> None:
+    async def setup(self, worker) -> None:
+        # Off the worker's event loop: clamd's canaries take seconds (and wait for a scan's
+        # own check of the same clamd), and a blocked loop stops the worker answering the
+        # scheduler, so its tasks and every plugin registration wait on it.
+        self.report = await asyncio.to_thread(self._probe, dict(worker.state.total_resources))
+
+    def _probe(self, resources: dict) -> dict:
         import pyvips
 
         vips.harden()  # raises on libvips < 8.13: such a worker must not decode uploads
         pyvips.cache_set_max_mem(self.vips_cache_mb * 1024 * 1024)
         pyvips.cache_set_max(100)
         pyvips.concurrency_set(self.vips_concurrency)
-        self.report = {"libvips": vips.tool_versions()["libvips"],
-                       "untrusted_loaders_blocked": True,
-                       "vips_concurrency": self.vips_concurrency,
-                       "clamd": clamd_status(self.clamd_url),
-                       "gpus": detect_gpus(),
-                       "hardware_codecs": detect_hardware_codecs(),
-                       "resources": dict(worker.state.total_resources)}
+        return {"libvips": vips.tool_versions()["libvips"],
+                "untrusted_loaders_blocked": True,
+                "vips_concurrency": self.vips_concurrency,
+                "clamd": clamd_status(self.clamd_url),
+                "gpus": detect_gpus(),
+                "hardware_codecs": detect_hardware_codecs(),
+                "resources": resources}
 
 
 def clamd_status(url: str | None) -> str:

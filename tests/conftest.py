@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,20 @@ from tests.services.postgres import PostgresServer, scratch_database, server_url
 from tests.services.s3 import MotoEndpoint, make_bucket, start_moto
 
 SIGNATURES = Path(__file__).parent / "signatures"
+# Seconds the shared cluster's restart may take after a failed test (workers killed and
+# started again by their nannies, the farm's plugin set up on each).
+RESTART_S = 120
+
+log = logging.getLogger(__name__)
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +95,86 @@ def dask_client() -> Client:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _shared_cluster_guard(request):
+    """Watch a test that uses the shared cluster; after it fails, restart the workers.
+
+    Shortly before pytest-timeout would stop such a test, every worker's threads and
+    the scheduler's view of the tasks still running are written to stderr (captured
+    with the test's output): pytest-timeout's own dump shows only this process, and a
+    hang is in a worker as often as not.
+
+    A failed or timed-out test can leave work on the cluster: tasks its traceback still
+    holds futures of, a task stuck in a call, a worker that no longer answers. The next
+    tests must not inherit that (a stuck task takes a worker's only thread; a worker
+    that does not answer fails every later ``register_plugin``), so its workers are
+    restarted. The Client object is kept: module-scoped fixtures holding it go on working.
+    """
+    if "dask_client" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("dask_client")
+    limit = _timeout_s(request.node)
+    watch = threading.Timer(max(limit - 30, limit * 0.8), _dump_cluster,
+                            (client, request.node.nodeid)) if limit else None
+    if watch:
+        watch.daemon = True
+        watch.start()
+    try:
+        yield
+    finally:
+        if watch:
+            watch.cancel()
+    if not request.node.stash.get(_CALL_FAILED, False):
+        return
+    try:
+        client.restart(timeout=RESTART_S)
+    except Exception:  # noqa: BLE001 - said, and left to the next tests to show
+        log.warning("could not restart the shared Dask cluster's workers after %s",
+                    request.node.nodeid, exc_info=True)
+
+
+def _timeout_s(item) -> float:
+    """The test's pytest-timeout limit in seconds (its marker, else the ini's); 0 for none."""
+    marker = item.get_closest_marker("timeout")
+    try:
+        if marker is not None:
+            return float(marker.kwargs.get("timeout", marker.args[0] if marker.args else 0))
+        return float(item.config.getini("timeout") or 0)
+    except (ValueError, TypeError):
+        return 0.0
+
+
+def _thread_stacks() -> str:
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    return "\n".join(f"--- {names.get(ident, ident)}\n{''.join(traceback.format_stack(frame))}"
+                     for ident, frame in sys._current_frames().items())
+
+
+def _dump_cluster(client: Client, nodeid: str) -> None:
+    """Write what the shared cluster is doing, piece by piece (a piece may never answer)."""
+    def say(text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    say(f"==== {nodeid} is close to its timeout: the shared Dask cluster")
+    try:
+        say(f"tasks processing, by worker: {client.processing()}")
+        say(f"their call stacks: {client.call_stack()}")
+        say(f"scheduler task states: {client.run_on_scheduler(_task_states)}")
+        for worker, stacks in client.run(_thread_stacks).items():
+            say(f"==== threads of worker {worker}\n{stacks}")
+    except Exception as exc:  # noqa: BLE001 - a diagnostic: say what failed and stop
+        say(f"(could not read the cluster: {exc!r})")
+
+
+def _task_states(dask_scheduler) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for task in dask_scheduler.tasks.values():
+        states[task.state] = states.get(task.state, 0) + 1
+    return states
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ data folder, so ``stop`` ends that process and no other.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ from urllib.parse import urlparse
 
 import psutil
 
-from cluster.config import Settings
 from cluster.cli.local_clamd import start_clamd
+from cluster.cli.options import command_settings
+from cluster.config import Settings
 from cluster.cli.report import scanner_hint
 from pipelines.outcome import Failed
 from pipelines.upload.scan import ClamdScanner
@@ -33,6 +35,18 @@ RECORD = "mediafarm-clamd.json"
 LOOPBACK = ("127.0.0.1", "localhost")
 # In a source checkout: signatures that detect only the test files (EICAR, a marker).
 _PROJECT_SIGNATURES = Path(__file__).resolve().parents[1] / "tests" / "signatures"
+
+
+def run_start(args: argparse.Namespace) -> int:
+    return start(command_settings(args), args.signatures, args.port, args.timeout)
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    return stop(command_settings(args))
+
+
+def run_status(args: argparse.Namespace) -> int:
+    return status(command_settings(args))
 
 
 def has_database(folder: Path) -> bool:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
-from cluster.config import Settings
+from cluster.cli.options import command_settings
 from cluster.cli.local_clamd import start_clamd
 from cluster.cli.samples import write_samples
 
 
-def run_demo(settings: Settings, signatures: Path) -> int:
+def run_demo(args: argparse.Namespace) -> int:
     from cluster.farm import Farm
     from cluster.cli.progress import CommandProgress
     from cluster.cli.report import print_table
 
+    settings, signatures = command_settings(args), Path(args.signatures)
     data_dir = Path(settings.data_dir)
     samples = write_samples(data_dir / "samples")
     print(f"Generated {len(samples)} sample files in {data_dir / 'samples'}", file=sys.stderr)

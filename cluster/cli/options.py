@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cluster.config import Settings, load_settings
+
 
 def add_global_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give ``parser`` and every command under it ``--config``, ``-v`` and ``-q``.
@@ -14,7 +16,7 @@ def add_global_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     """
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="print the versions of Mediafarm, libvips and FFmpeg, and exit")
-    for each, top in _parsers(parser, top=True):
+    for each, top in walk_parsers(parser):
         keep = argparse.SUPPRESS
         each.add_argument("--config", default=None if top else keep,
                           help="YAML configuration file (default: $MEDIAFARM_CONFIG)")
@@ -27,12 +29,26 @@ def add_global_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def _parsers(parser: argparse.ArgumentParser, top: bool):
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The configuration a command runs with: ``--config``'s file, the environment, the defaults."""
+    return load_settings(config_file=args.config)
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def walk_parsers(parser: argparse.ArgumentParser, top: bool = True):
+    """``parser`` and every command's parser under it, each with whether it is the top one."""
     yield parser, top
     for action in parser._actions:  # argparse has no public walk of its sub-commands
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
-                yield from _parsers(sub, top=False)
+                yield from walk_parsers(sub, top=False)
 
 
 def versions() -> str:

@@ -6,6 +6,7 @@ are the way from a source file to its renditions, and out of the store with a us
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
 import uuid
@@ -17,10 +18,32 @@ from sqlalchemy import select
 
 from catalog import Catalog
 from catalog.models import Asset
-from cluster.config import Settings
+from cluster.cli.catalog_commands import open_catalog
+from cluster.cli.options import command_settings
 from cluster.cli.report import human_bytes
+from cluster.config import Settings
 from cluster.farm import with_locations
 from cluster.storage.stores import Store, open_stores
+
+
+def run_show(args: argparse.Namespace) -> int:
+    settings = command_settings(args)
+    summaries, renditions = lookup(open_catalog(settings), settings, args.asset, args.owner)
+    for index, asset in enumerate(summaries):
+        if index:
+            print()
+        show(asset, renditions)
+    return 0
+
+
+def run_get(args: argparse.Namespace) -> int:
+    settings = command_settings(args)
+    summaries, renditions = lookup(open_catalog(settings), settings, args.asset, args.owner)
+    if len(summaries) > 1:
+        raise ValueError(f"{args.asset} was ingested by several owners: name one with --owner")
+    written = get(summaries[0], args.preset, renditions, args.output)
+    print(f"wrote {written}", file=sys.stderr)
+    return 0
 
 
 def lookup(catalog: Catalog, settings: Settings, name: str,

@@ -1,1 +1,1 @@
-"""The HTTP endpoint on FastAPI: routes (one router per resource), models, auth, uploads and the server (may import cluster, cluster.storage and catalog; never cluster.cli)."""
+"""The HTTP endpoint: routes, auth, uploads and the server (may import cluster, cluster.storage, catalog and pipelines; never cluster.cli)."""

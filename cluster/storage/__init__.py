@@ -1,1 +1,1 @@
-"""Storage: the content-addressed stores and where sources come from, over fsspec (may import catalog and cluster.config only)."""
+"""Storage: the content-addressed stores and where sources come from, over fsspec (may import pipelines, catalog and cluster.config only)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -120,6 +121,6 @@ def test_worker_plugin_refuses_nothing_on_a_current_libvips_and_reports_it():
     class FakeWorker:
         state = FakeState()
 
-    plugin.setup(FakeWorker())
+    asyncio.run(plugin.setup(FakeWorker()))
     assert plugin.report["untrusted_loaders_blocked"] and plugin.report["clamd"] == "not configured"
     assert plugin.report["gpus"] == [] or all("name" in g for g in plugin.report["gpus"])
