@@ -25,6 +25,13 @@ STORE_NAMES = ("originals", "renditions", "quarantine", "buffer")
 GPU_MODES = ("auto", "off")
 DEFAULT_CLAMD_URL = "tcp://127.0.0.1:3310"
 DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:0"
+# What the project's own clamd (cluster/cli/local_clamd.py) and deploy/kubernetes.yaml set
+# as StreamMaxLength: 2047M, just under the 2 GiB - 1 that ClamAV 1.4 can scan at all.
+SCAN_MAX_BYTES = 2047 * 1024 * 1024
+SCAN_OVERSIZE_MODES = ("reject", "skip")
+# Split by kind (issue 18): refused with the names that replace it, since its meaning changed.
+RETIRED = {"max_bytes": "it was split by kind: set MEDIAFARM_MAX_IMAGE_BYTES (images, decoded "
+                        "in memory) and MEDIAFARM_MAX_MEDIA_BYTES (video and audio, streamed)"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,12 @@ class Settings:
     # How long joining a scheduler (--scheduler, DASK_SCHEDULER_ADDRESS) may take before
     # the command gives up; Dask's own default is 30 s.
     scheduler_timeout_s: float = 10.0
+    # The longest stream the farm assumes clamd scans (its StreamMaxLength; ClamAV 1.4 scans
+    # no file over 2 GiB - 1). A longer source is rejected scan_limit_exceeded before any byte
+    # is stored, unless scan_oversize is "skip": then it is stored unscanned, and its scan
+    # stage row says so (status skipped, the sizes in its details). For trusted sources only.
+    scan_max_bytes: int = SCAN_MAX_BYTES
+    scan_oversize: str = "reject"
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -91,6 +104,9 @@ def load_settings(environ: Mapping[str, str] | None = None,
     it, and an unknown ``MEDIAFARM_*`` variable a logged warning.
     """
     env = os.environ if environ is None else environ
+    for name, why in RETIRED.items():
+        if env.get(f"MEDIAFARM_{name.upper()}") is not None:
+            raise ValueError(f"MEDIAFARM_{name.upper()} is no longer read: {why}")
     _warn_unknown_environment(env)
     path = config_file or env.get("MEDIAFARM_CONFIG")
     # Dask's own config (a `mediafarm:` section in ~/.config/dask/*.yaml, or
@@ -127,6 +143,8 @@ def load_settings(environ: Mapping[str, str] | None = None,
         gpu=_gpu_mode(pick("gpu", "auto")),
         dashboard_address=pick("dashboard_address", DEFAULT_DASHBOARD_ADDRESS),
         scheduler_timeout_s=float(pick("scheduler_timeout_s", "10")),
+        scan_max_bytes=int(pick("scan_max_bytes", str(SCAN_MAX_BYTES))),
+        scan_oversize=_scan_oversize(pick("scan_oversize", "reject")),
     )
 
 
@@ -135,7 +153,9 @@ def _environment_names() -> list[str]:
              if name not in ("stores", "limits", "scheduler_address")]
     names += [f"MEDIAFARM_STORE_{store.upper()}_{key.upper()}"
               for store in STORE_NAMES for key in _STORE_KEYS]
-    return names + ["MEDIAFARM_CONFIG", *ENVIRONMENT_ONLY]
+    # Retired names are read too: to refuse them with what replaced them.
+    return names + ["MEDIAFARM_CONFIG", *ENVIRONMENT_ONLY,
+                    *(f"MEDIAFARM_{name.upper()}" for name in RETIRED)]
 
 
 def known_environment(name: str) -> bool:
@@ -163,6 +183,8 @@ def _checked(section: object, allowed: Collection[str], source: str, where: str)
     checked = {}
     for key, value in section.items():
         name = str(key).replace("-", "_")
+        if name in RETIRED and name not in allowed:
+            raise ValueError(f"{source}: {key!r} is no longer read: {RETIRED[name]}")
         if name not in allowed:
             dotted = f"{where}.{key}" if where else str(key)
             variable = f"MEDIAFARM_{name.upper()}"
@@ -204,6 +226,13 @@ def _clamd_url(text: str) -> str:
     return text
 
 
+def _scan_oversize(text: str) -> str:
+    mode = str(text).strip().lower()
+    if mode not in SCAN_OVERSIZE_MODES:
+        raise ValueError(f"MEDIAFARM_SCAN_OVERSIZE is {text!r}; expected one of {SCAN_OVERSIZE_MODES}")
+    return mode
+
+
 def _gpu_mode(text: str) -> str:
     mode = str(text).strip().lower()
     if mode not in GPU_MODES:
@@ -212,7 +241,7 @@ def _gpu_mode(text: str) -> str:
 
 
 def _limits(env: Mapping[str, str], from_file: dict) -> Limits:
-    """``MEDIAFARM_MAX_BYTES``, ``_MAX_PIXELS``... override ``limits:`` in the file."""
+    """``MEDIAFARM_MAX_IMAGE_BYTES``, ``_MAX_MEDIA_BYTES``, ``_MAX_PIXELS``... override ``limits:`` in the file."""
     values = {}
     for name in _LIMITS:
         text = env.get(f"MEDIAFARM_{name.upper()}") or from_file.get(name)

@@ -9,6 +9,8 @@ raise for a bad file, so one asset cannot take a worker or its neighbours down.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,17 +19,18 @@ from dataclasses import dataclass, field, replace
 from catalog.repository import RenditionRecord, StageRecord, utcnow
 from cluster import placement, recorder, runtime, video_tasks
 from cluster.config import Settings
-from cluster.storage.stores import Backoff, open_source, retrying
+from cluster.source_pass import read_pass
+from cluster.storage.stores import Staged
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outputs import planned_outputs
-from pipelines.outcome import Failed, Rejected, StageStop, Stop, unexpected
+from pipelines.outcome import Failed, StageStop, Stop, unexpected
 from pipelines.raster import Raster
 from pipelines.recipe import Preset, Recipe
 from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
 from pipelines.upload.hashing import sha256_hex
-from pipelines.upload.scan import scan
-from pipelines.upload.validate import Validated, validate
+from pipelines.upload.isobmff import MAX_FTYP_BYTES
+from pipelines.upload.validate import Validated, kind_of, sniff, validate, validate_media_file
 from pipelines.vips import tool_versions
 
 
@@ -42,7 +45,9 @@ class Job:
 
 @dataclass(frozen=True)
 class Carry:
-    data: bytes | None = None
+    data: bytes | None = None  # a small image's bytes (see cluster.source_pass); else None
+    staged: Staged | None = None  # scan to hash: the source's staging object in the originals store
+    head: bytes = b""  # scan to validate: the source's first bytes, which name its format
     validated: Validated | None = None
     sha256: str | None = None
     reused: tuple[dict, ...] = ()
@@ -90,36 +95,71 @@ def _error_text(error: Exception) -> str:
 
 
 def scan_task(job: Job) -> Carry:
+    """Scan, hash and stage the source in one streamed read (``cluster.source_pass``)."""
     def body() -> Carry:
         recorder.current(runtime.catalog(job.settings)).processing(job.asset_id, job.attempt)
-        data = _read_source(job.source_uri, job.settings.limits.max_bytes, job.settings)
-        try:
-            verdict = scan(data, runtime.scanner(job.settings.clamd_url))
-        except Rejected as exc:
-            if exc.reason == "infected":
-                # Infected bytes are kept for inspection, in quarantine only, never decoded.
-                digest = sha256_hex(data)
-                runtime.stores(job.settings)["quarantine"].put(digest, data)
-                exc.details["quarantine_sha256"] = digest
-            raise
-        return Carry(data=data, details=verdict.as_details())
+        passed = read_pass(job.source_uri, job.settings, runtime.stores(job.settings),
+                           runtime.scanner(job.settings.clamd_url))
+        return Carry(data=passed.data, staged=passed.staged, head=passed.head,
+                     details=passed.details)
     return _run("scan", job, Carry(), body)
 
 
 def validate_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
-        validated = validate(carry.data, job.settings.limits)
+        try:
+            validated = _validate(job, carry)
+        except BaseException:
+            _discard(job, carry)  # refused or failed: its staged bytes are not kept
+            raise
         return replace(carry, validated=validated, details={
             "format": validated.format, "width": validated.width, "height": validated.height})
     return _run("validate", job, carry, body)
 
 
+def _validate(job: Job, carry: Carry) -> Validated:
+    """Headers only: a small image from its bytes; a staged image read whole (it is under the
+    image limit); video and audio probed in the sandbox from a local file, never from memory."""
+    limits = job.settings.limits
+    if carry.staged is None:
+        return validate(carry.data, limits)
+    store = runtime.stores(job.settings)["originals"]
+    kind = kind_of(sniff(carry.head[:MAX_FTYP_BYTES]))
+    if kind == "image":
+        return validate(store.read_staged(carry.staged), limits)
+    if kind != "media":
+        return validate(carry.head, limits)  # refused, and named, from its first bytes
+    path = store.staged_path(carry.staged)
+    if path is not None:  # a local store: the sandbox reads the staging file in place
+        return validate_media_file(path, carry.head, carry.staged.size, limits)
+    # Elsewhere a streamed download to scratch disk: the sandboxed child then needs neither
+    # the store's credentials nor a network connection, only a file it may read.
+    with tempfile.TemporaryDirectory(prefix="mediafarm-probe-") as scratch:
+        local = store.download_staged(carry.staged, os.path.join(scratch, "original"))
+        return validate_media_file(local, carry.head, carry.staged.size, limits)
+
+
+def _discard(job: Job, carry: Carry) -> None:
+    if carry.staged is None:
+        return
+    try:
+        runtime.stores(job.settings)["originals"].discard(carry.staged)
+    except Failed:  # the asset's outcome stands; a sweep of staging/ finds what is left
+        pass
+
+
 def hash_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
-        digest = sha256_hex(carry.data)
         catalog = runtime.catalog(job.settings)
-        created = runtime.stores(job.settings)["originals"].put(digest, carry.data)
-        recorder.current(catalog).blob(digest, len(carry.data), carry.validated.media_type,
+        originals = runtime.stores(job.settings)["originals"]
+        if carry.staged is not None:
+            # Hashed while it was read and staged: published by digest, never read again here.
+            digest, size = carry.staged.sha256, carry.staged.size
+            created = originals.promote(carry.staged)
+        else:
+            digest, size = sha256_hex(carry.data), len(carry.data)
+            created = originals.put(digest, carry.data)
+        recorder.current(catalog).blob(digest, size, carry.validated.media_type,
                                        "originals", carry.validated.metadata)
         # Renditions these bytes already have with identical presets, under any recipe, are
         # reused: the same bytes or an unchanged preset is never decoded or encoded again.
@@ -128,8 +168,8 @@ def hash_task(job: Job, carry: Carry) -> Carry:
         reused = tuple({**row, "preset": ids[preset_id]} for preset_id, row in existing.items())
         # Media stages read the stored original themselves: no big bytes through Dask.
         data = carry.data if carry.validated.kind == "image" else None
-        return replace(carry, data=data, sha256=digest, reused=reused,
-                       details={"sha256": digest, "stored": created,
+        return replace(carry, data=data, staged=None, head=b"", sha256=digest, reused=reused,
+                       details={"sha256": digest, "stored": created, "bytes": size,
                                 "reused": sorted(r["preset"] for r in reused)})
     return _run("hash", job, carry, body)
 
@@ -146,7 +186,10 @@ def resize_task(job: Job, carry: Carry) -> Carry:
         todo = _todo(job, carry)
         if not todo:
             return replace(carry, data=None, details={"skipped": "every preset reused"})
-        rasters = tuple(resize(carry.data, todo, device=placement.image_device_here(job.settings.gpu),
+        # A large image was staged, not carried: read from the store, under the image limit.
+        data = carry.data if carry.data is not None else \
+            runtime.stores(job.settings)["originals"].get(carry.sha256)
+        rasters = tuple(resize(data, todo, device=placement.image_device_here(job.settings.gpu),
                                limits=job.settings.limits, decoder=carry.validated.decoder))
         return replace(carry, data=None, rasters=rasters,
                        details={r.preset: [r.width, r.height] for r in rasters})
@@ -216,22 +259,6 @@ def _publish(job: Job, carry: Carry) -> list[RenditionRecord]:
             len(encoded.data), encoded.quality, encoded.media_type, ids[encoded.preset],
             tool_versions(), metric_name, metric_value, encoded.settings))
     return records
-
-
-def _read_source(uri: str, max_bytes: int, settings: Settings) -> bytes:
-    def read() -> bytes:
-        with open_source(uri, runtime.stores(settings).values()) as handle:
-            return handle.read(max_bytes + 1)
-    try:
-        # Transient errors are retried; past the budget StorageUnavailable (a Failed) ends it.
-        data = retrying(f"reading the source {uri}", read, Backoff(settings.storage_retry_s))
-    except FileNotFoundError as exc:
-        raise Failed("source_missing", f"the source {uri} no longer exists") from exc
-    except OSError as exc:
-        raise Failed("storage_unavailable", f"reading {uri} failed: {exc}", retryable=True) from exc
-    if len(data) > max_bytes:
-        raise Rejected("too_large", f"the file is larger than the {max_bytes}-byte limit")
-    return data
 
 
 TASKS: dict[str, Callable] = {

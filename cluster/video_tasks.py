@@ -37,20 +37,30 @@ def _media_tools() -> dict[str, str]:
 
 
 def _fetch_original(job, carry, folder: Path) -> Path:
-    path = folder / "original"
-    path.write_bytes(runtime.stores(job.settings)["originals"].get(carry.sha256))
-    return path
+    return _original_path(runtime.stores(job.settings)["originals"], carry.sha256, folder)
+
+
+def _original_path(originals, digest: str, folder: Path) -> Path:
+    """The stored original as a local file the sandboxed decoders read: the object itself
+    where the store is a local folder (no copy), else a streamed download to scratch disk
+    in blocks, never the whole object in memory. A file rather than an fsspec file object:
+    the children that demux it get no store credentials and need no network."""
+    local = originals.local_path(digest)
+    if local is not None:
+        return Path(local)
+    return Path(originals.download(digest, str(folder / "original")))
 
 
 def _store_output(job, carry, name: str, output: VideoOutput) -> RenditionRecord:
-    data = Path(output.path).read_bytes()
-    digest = sha256_hex(data)
-    runtime.stores(job.settings)["renditions"].put(digest, data)
+    with open(output.path, "rb") as handle:  # hashed and stored streamed: renditions can be big
+        digest = sha256_hex(handle)
+    size = Path(output.path).stat().st_size
+    runtime.stores(job.settings)["renditions"].put_file(digest, output.path)
     ids = planned_outputs(job.recipe, carry.validated)
     encoder = {**output.settings, "encoder": output.encoder, "video_codec": output.video_codec,
                "audio_codec": output.audio_codec, "duration_s": output.duration_s}
     return RenditionRecord(name, digest, output.container, output.width, output.height,
-                           len(data), None, output.media_type, ids[name], _media_tools(),
+                           size, None, output.media_type, ids[name], _media_tools(),
                            encoder=encoder)
 
 
@@ -141,9 +151,7 @@ def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> Vide
     buffer = runtime.stores(job.settings)["buffer"]
     paths = []
     for index, digest in enumerate(digests):
-        path = folder / f"chunk-{index:04}.mp4"
-        path.write_bytes(buffer.get(digest))
-        paths.append(str(path))
+        paths.append(buffer.download(digest, str(folder / f"chunk-{index:04}.mp4")))
     try:
         return isolated(chunks.join_chunks, paths, source, str(folder / f"joined-{height}.mp4"),
                         preset, info, media_s=info.duration_s or 0.0)
@@ -158,14 +166,13 @@ def encode_span(job, source_sha256: str, start: float, end: float, preset, heigh
     """One chunk of a long video, on whichever worker Dask picks; stored in the buffer store."""
     stores = runtime.stores(job.settings)
     with tempfile.TemporaryDirectory(prefix="mediafarm-chunk-") as scratch:
-        source = Path(scratch) / "original"
-        source.write_bytes(stores["originals"].get(source_sha256))
+        source = _original_path(stores["originals"], source_sha256, Path(scratch))
         out = Path(scratch) / "chunk.mp4"
         isolated(chunks.encode_chunk, str(source), str(out), start, end, preset, height, info,
                  media_s=min(end, info.duration_s or end) - start)
-        data = out.read_bytes()
-    digest = sha256_hex(data)
-    stores["buffer"].put(digest, data)
+        with open(out, "rb") as handle:
+            digest = sha256_hex(handle)
+        stores["buffer"].put_file(digest, str(out))
     return digest
 
 
@@ -218,9 +225,9 @@ def package(job, carry):
             folder.mkdir()
             inputs = []
             for height in ladder(preset, carry.validated.media):
-                path = folder / f"in-{height}p.mp4"
-                path.write_bytes(store.get(rungs[f"{preset.name}-{height}p"]["output_sha256"]))
-                inputs.append(hls_rendition(str(path)))
+                path = store.download(rungs[f"{preset.name}-{height}p"]["output_sha256"],
+                                      str(folder / f"in-{height}p.mp4"))
+                inputs.append(hls_rendition(path))
             package_ = package_hls(inputs, str(folder / "hls"))
             name = f"{preset.name}-hls"
             prefix = f"hls/{carry.sha256}/{ids[name]}"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.upload.validate import Limits
+from cluster.config import SCAN_MAX_BYTES
 
 INSTALL_HINT = "install Debian's clamav-daemon (`apt-get install clamav-daemon`) or conda-forge's clamav"
 
@@ -18,8 +18,8 @@ INSTALL_HINT = "install Debian's clamav-daemon (`apt-get install clamav-daemon`)
 _FALLBACK_CLAMD = Path("/usr/sbin/clamd")
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-# clamd must take a whole upload of the farm's default MEDIAFARM_MAX_BYTES in one stream.
-DEFAULT_STREAM_MAX_LENGTH = f"{Limits().max_bytes // _SIZE_UNITS['M']}M"
+# The farm's default scanner limit (MEDIAFARM_SCAN_MAX_BYTES): 2047M, under ClamAV's 2 GiB - 1.
+DEFAULT_STREAM_MAX_LENGTH = f"{SCAN_MAX_BYTES // _SIZE_UNITS['M']}M"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import hashlib
 import logging
 import os
 import random
@@ -199,10 +200,165 @@ class Store:
             return []
         return sorted(p.rsplit("/", 1)[-1] for p in self.fs.find(base) if ".partial-" not in p)
 
+    # Streaming: an object written chunk by chunk to a staging key, then promoted.
+
+    def writer(self) -> StagingWriter:
+        """A fresh staging object to write chunk by chunk, hashing what it takes.
+
+        Staging objects live under ``staging/``, never under ``sha256/``: nothing reads
+        them as content. Writes are not retried (a half-sent stream cannot resume: the
+        caller starts again from its source); ``abort`` removes what was written.
+        """
+        key = f"{self.root}/{STAGING}/{uuid.uuid4().hex}"
+        if isinstance(self.fs, LocalFileSystem):
+            self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+            handle = open(key, "wb")
+        else:
+            handle = self._io("opening", key, lambda: self.fs.open(key, "wb", block_size=STREAM_BLOCK))
+        return StagingWriter(self, key, handle)
+
+    def put_stream(self, chunks: Iterable[bytes]) -> Staged:
+        """Write ``chunks`` to a staging object; what was written, with its size and SHA-256."""
+        writer = self.writer()
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def promote(self, staged: Staged, digest: str | None = None) -> bool:
+        """Publish a staging object under its digest, put-if-absent; True if written now.
+
+        Local folders link the staging file into place (atomic; fails if the key is
+        there); object stores copy server-side (multipart past 5 GB) and check the
+        copy's size. The staging object is removed whatever happens.
+        """
+        key = self.key(digest or staged.sha256)
+        try:
+            return self._io("publishing", key, lambda: self._promote(staged, key))
+        finally:
+            try:
+                self.discard(staged)
+            except Failed as exc:  # the outcome stands; a sweep of staging/ finds it later
+                log.warning("could not remove %s: %s", staged.key, exc)
+
+    def _promote(self, staged: Staged, key: str) -> bool:
+        if self.fs.exists(key):
+            return False
+        if isinstance(self.fs, LocalFileSystem):
+            self.fs.makedirs(self.fs._parent(key), exist_ok=True)
+            try:
+                os.link(staged.key, key)
+            except FileExistsError:
+                return False
+            return True
+        self.fs.copy(staged.key, key)
+        size = int(self.fs.size(key))
+        if size != staged.size:
+            self.fs.rm_file(key)
+            raise OSError(errno.EIO, f"the copy of {staged.key} has {size} bytes, not {staged.size}")
+        return True
+
+    def discard(self, staged: Staged) -> None:
+        """Remove a staging object; nothing if it is gone already."""
+        self._io("removing", staged.key, lambda: self._delete(staged.key))
+
+    def open_staged(self, staged: Staged):
+        """A binary file object reading a staging object."""
+        return self._io("opening", staged.key, lambda: self.fs.open(staged.key, "rb"))
+
+    def read_staged(self, staged: Staged) -> bytes:
+        """A staging object's bytes, whole: for small objects only (images under their limit)."""
+        return self._io("reading", staged.key, lambda: self.fs.cat_file(staged.key))
+
+    def local_path(self, digest: str) -> str | None:
+        """The object's path on this machine where the store is a local folder, else None."""
+        return self.key(digest) if isinstance(self.fs, LocalFileSystem) else None
+
+    def staged_path(self, staged: Staged) -> str | None:
+        """A staging object's path on this machine where the store is a local folder, else None."""
+        return staged.key if isinstance(self.fs, LocalFileSystem) else None
+
+    def download(self, digest: str, destination: str) -> str:
+        """Copy the object to a local file, streamed in blocks (never whole in memory)."""
+        return self._download(self.key(digest), destination)
+
+    def download_staged(self, staged: Staged, destination: str) -> str:
+        return self._download(staged.key, destination)
+
+    def _download(self, key: str, destination: str) -> str:
+        def fetch() -> str:
+            with self.fs.open(key, "rb", block_size=STREAM_BLOCK) as source, \
+                    open(destination, "wb") as target:
+                while chunk := source.read(STREAM_BLOCK):
+                    target.write(chunk)
+            return destination
+        return self._io("downloading", key, fetch)
+
+    def staging_keys(self) -> list[str]:
+        """Staging objects left behind (a worker lost mid-stream); for clean-up jobs and tests."""
+        base = f"{self.root}/{STAGING}"
+        return self._io("listing", base, lambda: self.fs.find(base) if self.fs.exists(base) else [])
+
     def _io(self, verb: str, key: str, call: Callable[[], T]) -> T:
         """Run one store operation through the retry policy; see ``retrying``."""
         where = f"the {self.name} store ({self.url})"
         return retrying(f"{verb} {key[len(self.root) + 1:] or key} in {where}", call, self.backoff)
+
+
+STAGING = "staging"
+# Blocks of a streamed write or read: an S3 multipart part (at most 10,000 parts: 160 GiB).
+STREAM_BLOCK = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A staging object written by ``Store.writer``: where, how many bytes, their SHA-256."""
+
+    store: str
+    key: str
+    size: int
+    sha256: str
+
+
+class StagingWriter:
+    """Writes one staging object chunk by chunk, counting and hashing; see ``Store.writer``."""
+
+    def __init__(self, store: Store, key: str, handle) -> None:
+        self.store, self.key, self._handle = store, key, handle
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._handle.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> Staged:
+        """Finish the object (an S3 multipart upload completes here) and check its size."""
+        self._handle.close()
+        size = int(self.store.fs.size(self.key))
+        if size != self.size:
+            raise OSError(errno.EIO, f"the staging object {self.key} has {size} bytes; "
+                                     f"{self.size} were written")
+        return Staged(self.store.name, self.key, self.size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        """Drop what was written (an S3 multipart upload is aborted); never raises."""
+        try:
+            if hasattr(self._handle, "discard") and not self._handle.closed:
+                self._handle.discard()
+                self._handle.closed = True  # or its finaliser would try to finish the upload
+            else:
+                self._handle.close()
+        except Exception:  # noqa: BLE001 - the write failed already; the object goes below
+            pass
+        try:
+            self.store.fs.rm_file(self.key)
+        except Exception:  # noqa: BLE001 - a sweep of staging/ finds it later
+            pass
 
 
 def _resolve(config: StoreConfig) -> tuple[str, dict, str]:
@@ -223,6 +379,16 @@ def open_source(uri: str, stores: Iterable[Store]):
         if path is not None:
             return store.fs.open(path, "rb")
     return fsspec.open(uri, "rb").open()
+
+
+def source_location(uri: str, stores: Iterable[Store]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a source, as ``open_source`` resolves them (for ``info``)."""
+    for store in stores:
+        path = store.path_of(uri)
+        if path is not None:
+            return store.fs, path
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
 
 
 def open_stores(settings: Settings) -> dict[str, Store]:

@@ -91,20 +91,37 @@ def probe_media(data: bytes, limits: MediaLimits = MediaLimits()) -> MediaInfo:
                         cpu_seconds=CPU_SECONDS)
 
 
+def probe_media_file(path: str, limits: MediaLimits = MediaLimits()) -> MediaInfo:
+    """As ``probe_media``, for a file on local disk that the child reads in place (a stored
+    original, or a streamed download of one): nothing is held in memory or copied.
+
+    The path must have no extension (see ``_probe``); the child only reads it.
+    """
+    if os.path.getsize(path) == 0:
+        raise Rejected("empty", "the file is empty")
+    return run_isolated(_probe_path, path, limits, timeout=TIMEOUT_S, memory_bytes=MEMORY_BYTES,
+                        cpu_seconds=CPU_SECONDS)
+
+
 def _probe(data: bytes, limits: MediaLimits) -> MediaInfo:
-    """The child's side of probe_media: open, describe, check limits, demux through, trial-decode."""
-    # PyAV leaves FFmpeg's log off by default; error-level records name the demuxer that refused.
-    av.logging.set_level(av.logging.ERROR)
+    """The child's side of probe_media: the bytes go to a private file, probed there."""
     with tempfile.TemporaryDirectory() as scratch:
         # No extension: demuxers that pick themselves by file name (hls, image2, tty) stay out of it.
         path = os.path.join(scratch, "input")
         with open(path, "wb") as file:
             file.write(data)
         del data
-        with _open(path, limits) as container:
-            info = _describe(container)
-            _check(info, limits)
-            length = _read_through(container, info, limits)
+        return _probe_path(path, limits)
+
+
+def _probe_path(path: str, limits: MediaLimits) -> MediaInfo:
+    """The child's side: open, describe, check limits, demux through, trial-decode."""
+    # PyAV leaves FFmpeg's log off by default; error-level records name the demuxer that refused.
+    av.logging.set_level(av.logging.ERROR)
+    with _open(path, limits) as container:
+        info = _describe(container)
+        _check(info, limits)
+        length = _read_through(container, info, limits)
     # No duration in the header (a FLAC whose STREAMINFO leaves it out): what the packets say.
     return info if info.duration_s is not None else replace(info, duration_s=round(length, 6))
 

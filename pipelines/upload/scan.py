@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import ParseResult, urlparse
 
@@ -101,8 +102,15 @@ class ClamdScanner:
         engine, _, rest = answer.partition("/")
         return engine.strip(), (rest.split("/")[0] or "custom")
 
-    def instream(self, data: bytes) -> str:
-        """Send ``data`` to clamd and return its one-line answer."""
+    def instream(self, data: bytes | Iterable[bytes]) -> str:
+        """Send ``data`` (bytes, or an iterable of chunks of any size: a stream) to clamd
+        and return its one-line answer.
+
+        An error raised by the iterable itself (the source failing) is raised as
+        ``SourceError``, never taken for the scanner's.
+        """
+        pieces = iter_chunks(data, CHUNK) if isinstance(data, (bytes, bytearray, memoryview)) \
+            else _rechunked(data, CHUNK)
         conn = self._conn
         try:
             conn._init_socket()
@@ -110,8 +118,9 @@ class ClamdScanner:
                 conn._send_command("INSTREAM")
                 sock: socket.socket = conn.clamd_socket
                 try:
-                    for chunk in iter_chunks(data, CHUNK):
-                        sock.sendall(struct.pack("!L", len(chunk)) + chunk)
+                    for chunk in pieces:
+                        sock.sendall(struct.pack("!L", len(chunk)))
+                        sock.sendall(chunk)
                     sock.sendall(struct.pack("!L", 0))
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # clamd hangs up once a stream passes its limit; its answer says why
@@ -122,12 +131,36 @@ class ClamdScanner:
             raise _unavailable(self.url, exc) from exc
 
 
+class SourceError(Exception):
+    """The stream being scanned failed (its source or a sink fed from it); ``error`` says how."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _rechunked(chunks: Iterable[bytes], size: int) -> Iterator[memoryview]:
+    """Each chunk cut to at most ``size`` bytes (clamd's chunks stay under StreamMaxLength)."""
+    iterator = iter(chunks)
+    while True:
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # the source's error, not the scanner's
+            raise SourceError(exc) from exc
+        view = memoryview(chunk)
+        for start in range(0, len(view), size):
+            yield view[start:start + size]
+
+
 def _unavailable(url: str, exc: Exception) -> Failed:
     return Failed("scanner_unavailable", f"clamd at {url} did not answer: {exc}", retryable=True)
 
 
-def scan(data: bytes, scanner: ClamdScanner) -> ScanVerdict:
-    """Scan ``data``; return the verdict if clean, raise Rejected/Failed otherwise."""
+def scan(data: bytes | Iterable[bytes], scanner: ClamdScanner) -> ScanVerdict:
+    """Scan ``data`` (bytes, or chunks as they are read); return the verdict if clean,
+    raise Rejected/Failed otherwise (``SourceError`` when the chunks' source failed)."""
     try:
         scanner_check.require_fails_closed(scanner)
         engine, signatures = scanner.version()

@@ -34,7 +34,10 @@ MEDIA_FORMATS = {"mp4": "video/mp4", "quicktime": "video/quicktime", "matroska":
 
 @dataclass(frozen=True)
 class Limits:
-    max_bytes: int = 200 * 1024 * 1024
+    # Sizes by kind, known from the first bytes: an image is decoded whole in memory, a
+    # video or audio file is only ever streamed (store, scratch disk, the decoder's reads).
+    max_image_bytes: int = 200 * 1024 * 1024
+    max_media_bytes: int = 50 * 1024 ** 3
     max_side: int = 30_000
     max_pixels: int = 100_000_000          # one frame
     max_frames: int = 1_000                # animated GIF/WebP, AVIF sequences
@@ -43,6 +46,30 @@ class Limits:
     # What decoding one asset may hold (every frame at every size resize keeps), well
     # under a worker's memory: a few KB of GIF can describe gigabytes of frames.
     max_decode_bytes: int = 1024 ** 3
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest source of any kind: what a reader or an upload may take before the kind is known."""
+        return max(self.max_image_bytes, self.max_media_bytes)
+
+    def max_bytes_for(self, format_: str | None) -> int:
+        """The size limit for a sniffed format: video and audio get the media limit; images,
+        and anything else (refused later, but scanned first), the image limit."""
+        return self.max_media_bytes if format_ in MEDIA_FORMATS else self.max_image_bytes
+
+
+def kind_of(format_: str | None) -> str | None:
+    """"image" or "media" for a sniffed format the farm accepts, else None."""
+    return "image" if format_ in IMAGE_FORMATS else "media" if format_ in MEDIA_FORMATS else None
+
+
+def too_large(size: int, format_: str | None, limits: Limits, exact: bool = True) -> Rejected:
+    """``too_large`` with the figures; ``exact=False`` when the read stopped past the limit."""
+    limit = limits.max_bytes_for(format_)
+    what = {"image": "an image", "media": "a video or audio file"}.get(kind_of(format_), "this file")
+    return Rejected("too_large", f"the file has {size} bytes{'' if exact else ' or more'}; the "
+                    f"limit for {what} ({format_ or 'unknown type'}) is {limit}",
+                    details={"bytes": size, "limit": limit, "format": format_})
 
 
 @dataclass(frozen=True)
@@ -125,9 +152,9 @@ def validate(data: bytes, limits: Limits = Limits(), foreign: bool = True) -> Va
     """
     if not data:
         raise Rejected("empty", "the file is empty")
-    if len(data) > limits.max_bytes:
-        raise Rejected("too_large", f"the file has {len(data)} bytes; the limit is {limits.max_bytes}")
     kind = sniff(data[:MAX_FTYP_BYTES])
+    if len(data) > limits.max_bytes_for(kind):
+        raise too_large(len(data), kind, limits)
     if kind is None:
         raise Rejected("unsupported_type", "the bytes are not a format Mediafarm recognises")
     if kind in IMAGE_FORMATS:
@@ -267,10 +294,27 @@ _LOADERS = {"jpeg": ("jpegload", "uhdrload"), "png": ("pngload",), "webp": ("web
             "gif": ("gifload",), "avif": ("heifload",), "heif": ("heifload",)}
 
 
+def validate_media_file(path: str, head: bytes, size: int, limits: Limits = Limits()) -> Validated:
+    """``validate`` for a video or audio file on local disk, probed in place in the sandbox;
+    ``head`` is its first bytes (at least ``MAX_FTYP_BYTES`` where it has them)."""
+    from pipelines.upload.media_probe import probe_media_file
+
+    kind = sniff(head[:MAX_FTYP_BYTES])
+    if kind not in MEDIA_FORMATS:
+        raise ValueError(f"validate_media_file takes video or audio, not {kind}")
+    if size > limits.max_bytes_for(kind):
+        raise too_large(size, kind, limits)
+    return _described(probe_media_file(path), kind)
+
+
 def _validate_media(data: bytes, kind: str) -> Validated:
     from pipelines.upload.media_probe import probe_media
 
-    info = probe_media(data)  # in a sandboxed subprocess: decoders may crash on hostile files
+    # In a sandboxed subprocess: decoders may crash on hostile files.
+    return _described(probe_media(data), kind)
+
+
+def _described(info: MediaInfo, kind: str) -> Validated:
     video = next((s for s in info.streams if s.kind == "video"), None)
     metadata = {"container": info.container, "duration_s": info.duration_s,
                 "bit_rate": info.bit_rate, "streams": [asdict(s) for s in info.streams]}

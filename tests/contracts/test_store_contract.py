@@ -214,3 +214,44 @@ def test_path_of_maps_the_store_urls_it_hands_out_back_to_paths(store):
     assert store.fs.cat_file(store.path_of(store.url_at("hls/x/master.m3u8"))) == b"#EXTM3U\n"
     assert store.path_of("file:///etc/passwd") is None
     assert store.path_of(store.url + "-lookalike/x") is None
+
+
+def _pieces(data: bytes, size: int = 1 << 20):
+    return (data[start:start + size] for start in range(0, len(data), size))
+
+
+def test_put_stream_then_promote_publishes_by_digest_and_leaves_no_staging(store, tmp_path):
+    data = bytes(range(256)) * (5 * 4096 * 4) + b"!"  # 20 MiB and a byte: several S3 parts
+    digest = hashlib.sha256(data).hexdigest()
+    staged = store.put_stream(_pieces(data))
+    assert (staged.size, staged.sha256, staged.store) == (len(data), digest, store.name)
+    assert store.digests() == []  # staged is not published
+    assert store.read_staged(staged) == data
+    assert store.promote(staged) is True
+    assert store.staging_keys() == []
+    assert store.size(digest) == len(data) and store.get(digest) == data
+    again = store.put_stream(_pieces(data))
+    assert store.promote(again) is False  # put-if-absent
+    assert store.staging_keys() == [] and store.digests() == [digest]
+    target = tmp_path / "out.bin"
+    store.download(digest, str(target))
+    assert target.read_bytes() == data
+    local = store.local_path(digest)
+    assert (local is not None) == (store.url.startswith("file:"))
+
+
+def test_a_failed_stream_leaves_nothing_behind(store):
+    def broken():
+        yield b"x" * (6 * 1024 * 1024)
+        raise ConnectionResetError("the source went away")
+
+    with pytest.raises(ConnectionResetError):
+        store.put_stream(broken())
+    assert store.staging_keys() == [] and store.digests() == []
+
+
+def test_discard_drops_a_staging_object(store):
+    staged = store.put_stream([b"discarded"])
+    store.discard(staged)
+    store.discard(staged)  # twice is fine
+    assert store.staging_keys() == [] and store.digests() == []

@@ -32,7 +32,7 @@ from pipelines.upload.validate import Limits
 
 MARKER = b"MEDIAFARM-TEST-MALWARE-MARKER"
 CLAMD_STREAM_LIMIT = "6M"
-CORPUS_LIMITS = Limits(max_bytes=10 * 1024 * 1024)
+CORPUS_LIMITS = Limits(max_image_bytes=10 * 1024 * 1024)
 SCRIPT = b"<script>alert(document.domain)</script>"
 
 
@@ -133,7 +133,7 @@ def _many_frames() -> bytes:
 
 
 register(case("over-the-byte-cap.jpg", "rejected", "too_large")(
-    lambda: _jpeg() + random.Random(7).randbytes(CORPUS_LIMITS.max_bytes)))
+    lambda: _jpeg() + random.Random(7).randbytes(CORPUS_LIMITS.max_image_bytes)))
 register(case("over-clamd-stream-limit.jpg", "rejected", "scan_limit_exceeded")(
     lambda: _jpeg() + random.Random(8).randbytes(8 * 1024 * 1024)))
 register(case("huge-dimensions.mp4", "rejected", "over_limit")(

@@ -155,7 +155,7 @@ def test_hyphens_and_underscores_both_work_at_every_level(tmp_path):
     ("clamd-uri: tcp://c:3310", "clamd-uri", "clamd_url"),
     ("stores: {originls: {url: 's3://o/p'}}", "stores.originls", "originals"),
     ("stores: {originals: {ulr: 's3://o/p'}}", "stores.originals.ulr", "url"),
-    ("limits: {max_byte: 10}", "limits.max_byte", "max_bytes"),
+    ("limits: {max_image_byte: 10}", "limits.max_image_byte", "max_image_bytes"),
 ])
 def test_an_unknown_key_is_an_error_naming_it_and_the_near_match(tmp_path, text, named, suggested):
     path = tmp_path / "farm.yaml"
@@ -202,3 +202,33 @@ def test_every_mediafarm_variable_the_code_reads_is_known():
     names -= {"MEDIAFARM_STORE", "MEDIAFARM_API",  # prefixes
               "MEDIAFARM_CATALOG_ULR"}  # the typo above
     assert {n for n in names if not known_environment(n)} == set()
+
+
+def test_size_limits_are_set_by_kind_and_the_scanner_limit_on_its_own(tmp_path):
+    settings = load_settings(environ={
+        "MEDIAFARM_DATA_DIR": str(tmp_path), "MEDIAFARM_MAX_IMAGE_BYTES": "1000",
+        "MEDIAFARM_MAX_MEDIA_BYTES": "2000", "MEDIAFARM_SCAN_MAX_BYTES": "1500",
+        "MEDIAFARM_SCAN_OVERSIZE": "skip"})
+    assert (settings.limits.max_image_bytes, settings.limits.max_media_bytes) == (1000, 2000)
+    assert settings.limits.max_bytes == 2000  # what an upload may carry before its kind is known
+    assert (settings.scan_max_bytes, settings.scan_oversize) == (1500, "skip")
+    defaults = load_settings(environ={"MEDIAFARM_DATA_DIR": str(tmp_path)})
+    assert defaults.limits.max_image_bytes == 200 * 1024 ** 2
+    assert defaults.limits.max_media_bytes == 50 * 1024 ** 3
+    assert (defaults.scan_max_bytes, defaults.scan_oversize) == (2047 * 1024 ** 2, "reject")
+
+
+def test_the_scanner_oversize_policy_takes_only_reject_or_skip(tmp_path):
+    with pytest.raises(ValueError, match="MEDIAFARM_SCAN_OVERSIZE.*'reject', 'skip'"):
+        load_settings(environ={"MEDIAFARM_DATA_DIR": str(tmp_path), "MEDIAFARM_SCAN_OVERSIZE": "yes"})
+
+
+def test_the_retired_max_bytes_is_refused_naming_what_replaced_it(tmp_path):
+    with pytest.raises(ValueError, match="MEDIAFARM_MAX_BYTES.*MEDIAFARM_MAX_IMAGE_BYTES.*"
+                                         "MEDIAFARM_MAX_MEDIA_BYTES"):
+        load_settings(environ={"MEDIAFARM_DATA_DIR": str(tmp_path), "MEDIAFARM_MAX_BYTES": "10"})
+    path = tmp_path / "farm.yaml"
+    for text in ("max_bytes: 10", "limits: {max-bytes: 10}"):
+        path.write_text(f"mediafarm:\n  {text}\n")
+        with pytest.raises(ValueError, match="no longer read.*MEDIAFARM_MAX_MEDIA_BYTES"):
+            load_settings(environ={}, config_file=path)

@@ -49,7 +49,7 @@ def test_empty_file_is_rejected():
 
 
 def test_file_over_max_bytes_is_rejected():
-    assert rejection(image().pngsave_buffer(), Limits(max_bytes=10)) == "too_large"
+    assert rejection(image().pngsave_buffer(), Limits(max_image_bytes=10)) == "too_large"
 
 
 def test_unknown_bytes_are_unsupported():
