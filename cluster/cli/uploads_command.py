@@ -1,4 +1,5 @@
-"""``mediafarm uploads clean``: drop expired resumable uploads and abort abandoned multipart ones.
+"""``mediafarm uploads clean``: drop expired resumable uploads, abort abandoned multipart ones,
+and remove staging objects lost workers left in the originals store.
 
 The server does the same every ``MEDIAFARM_API_UPLOAD_CLEANUP_INTERVAL`` seconds; this is
 for deployments that turn that off (0) and run it from cron instead, or for an operator.
@@ -19,7 +20,8 @@ from cluster.storage.stores import open_stores
 def run_clean(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=getattr(args, "config", None))
     config = load_api_config(settings)
-    counts = clean_uploads(connect(settings.catalog_url), open_stores(settings)["buffer"],
-                           config.upload_expires_s)
+    stores = open_stores(settings)
+    counts = clean_uploads(connect(settings.catalog_url), stores["buffer"],
+                           config.upload_expires_s, originals=stores["originals"])
     print(json.dumps(counts))
     return 0

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -65,12 +66,14 @@ def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,
 
 
 async def _clean_periodically(service: FarmService) -> None:
-    """Drop expired resumable and abandoned multipart uploads, now and every interval."""
+    """Drop expired resumable and abandoned multipart uploads, and staging objects lost
+    workers left, now and every interval."""
     config = service.config
     while True:
         try:
-            await to_thread.run_sync(clean_uploads, service.engine, service.stores["buffer"],
-                                     config.upload_expires_s)
+            await to_thread.run_sync(partial(clean_uploads, service.engine, service.stores["buffer"],
+                                             config.upload_expires_s,
+                                             originals=service.stores["originals"]))
         except Exception:  # noqa: BLE001 - the next round tries again; the server carries on
             log.exception("upload clean-up failed")
         await asyncio.sleep(config.upload_cleanup_s)

@@ -9,7 +9,9 @@ Run by the server every ``MEDIAFARM_API_UPLOAD_CLEANUP_INTERVAL`` seconds and by
 - multipart uploads in the buffer store's ``owners/`` area that no pending upload in the
   catalog names (a server died between starting one and recording it), once older than
   the expiry: aborted. S3 keeps (and bills) the parts of an unfinished multipart upload
-  for ever unless someone aborts it.
+  for ever unless someone aborts it;
+- and, given the originals store, what a lost worker left under its ``staging/`` (a
+  source pass cut off mid-stream), once older than the expiry (``Store.sweep_staging``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def clean_uploads(engine: Engine, buffer: Store, expires_s: int,
-                  now: datetime | None = None) -> dict[str, int]:
+                  now: datetime | None = None, originals: Store | None = None) -> dict[str, int]:
     """Drop what expired by ``now``; how many of each kind went."""
     now = now or utcnow()
     counts = {"tus_expired": 0, "multipart_aborted": 0, "orphans_aborted": 0}
@@ -48,6 +50,8 @@ def clean_uploads(engine: Engine, buffer: Store, expires_s: int,
         counts["multipart_aborted"] += 1
     if presigns(buffer):
         counts["orphans_aborted"] = _abort_orphans(engine, buffer, now - timedelta(seconds=expires_s))
+    if originals is not None:
+        counts["staging_removed"] = originals.sweep_staging(expires_s)
     if any(counts.values()):
         log.info("upload clean-up: %s", counts)
     return counts

@@ -14,6 +14,7 @@ at most three requests and the budget, not the libraries, decides when to give u
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import hashlib
@@ -301,6 +302,44 @@ class Store:
         """Staging objects left behind (a worker lost mid-stream); for clean-up jobs and tests."""
         base = f"{self.root}/{STAGING}"
         return self._io("listing", base, lambda: self.fs.find(base) if self.fs.exists(base) else [])
+
+    def sweep_staging(self, older_than_s: float) -> int:
+        """Remove what a lost worker left under ``staging/`` more than ``older_than_s`` ago:
+        finished staging objects and, on S3/R2, unfinished multipart uploads (whose parts
+        S3 keeps and bills until someone aborts them). A live pass keeps writing, so its
+        object's time stays fresh; returns how many went."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for key in self.staging_keys():
+            try:
+                modified = self.fs.modified(key).timestamp()
+            except FileNotFoundError:
+                continue
+            if modified < cutoff:
+                self._io("removing", key, lambda key=key: self._delete(key))
+                removed += 1
+        if not isinstance(self.fs, LocalFileSystem) and hasattr(self.fs, "call_s3"):
+            removed += self._abort_staging_uploads(cutoff)
+        return removed
+
+    def _abort_staging_uploads(self, cutoff: float) -> int:
+        bucket, prefix, _ = self.fs.split_path(f"{self.root}/{STAGING}/")
+        aborted, markers = 0, {}
+        while True:
+            page = self._io("listing multipart uploads", prefix, lambda: self.fs.call_s3(
+                "list_multipart_uploads", Bucket=bucket, Prefix=prefix, **markers))
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() >= cutoff:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    self._io("aborting a multipart upload", upload["Key"], lambda u=upload: (
+                        self.fs.call_s3("abort_multipart_upload", Bucket=bucket,
+                                        Key=u["Key"], UploadId=u["UploadId"])))
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            markers = {"KeyMarker": page["NextKeyMarker"],
+                       "UploadIdMarker": page["NextUploadIdMarker"]}
 
     def _io(self, verb: str, key: str, call: Callable[[], T]) -> T:
         """Run one store operation through the retry policy; see ``retrying``."""
