@@ -91,7 +91,7 @@ def free_port() -> int:
 
 def start_api_server(settings: Settings, log_dir: Path, *, scheduler: str | None = None,
                      workers: int | None = None, extra_env: dict[str, str] | None = None,
-                     timeout: float = 90) -> ApiServer:
+                     recipe: Path | None = None, timeout: float = 90) -> ApiServer:
     """Start the server and wait until it answers ``/healthz`` (after its Farm is up)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MEDIAFARM_", "FSSPEC_")) and k != "DASK_SCHEDULER_ADDRESS"}
@@ -104,6 +104,8 @@ def start_api_server(settings: Settings, log_dir: Path, *, scheduler: str | None
         command += ["--scheduler", scheduler]
     if workers:
         command += ["--workers", str(workers)]
+    if recipe:
+        command += ["--recipe", str(recipe)]
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"serve-{port}.log"
     with open(log_path, "wb") as log:
