@@ -27,6 +27,11 @@ def photo_folder(tmp_path) -> Path:
     return folder
 
 
+def _like_a_terminal() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _finished(catalog: Path) -> int:
     try:
         with sqlite3.connect(catalog) as db:
@@ -42,9 +47,13 @@ def test_ctrl_c_says_what_finished_stops_its_workers_and_exits_130(photo_folder,
     env = {**os.environ, "MEDIAFARM_DATA_DIR": str(data_dir), "MEDIAFARM_CLAMD_URL": clamd.url}
     # A terminal's Ctrl-C reaches every process of the foreground group, workers included;
     # `kill -INT` only the command itself.
+    # As a terminal's shell starts it: SIGINT neither blocked nor ignored, whatever this test
+    # process inherited or was left with (said in the failure message if it fails).
+    inherited = (signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+                 signal.getsignal(signal.SIGINT))
     process = subprocess.Popen([sys.executable, "-m", "cluster.cli.main", "ingest", str(photo_folder)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=whole_group)
+                               start_new_session=whole_group, preexec_fn=_like_a_terminal)
     try:
         deadline = time.monotonic() + 240
         while not _finished(data_dir / "catalog.sqlite"):
@@ -60,7 +69,8 @@ def test_ctrl_c_says_what_finished_stops_its_workers_and_exits_130(photo_folder,
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, (
+        f"{stderr}\n(this test process: SIGINT blocked, handler = {inherited})")
     assert "Traceback" not in stderr
     summary = [line for line in stderr.splitlines() if line.startswith("mediafarm: interrupted")]
     assert len(summary) == 1, stderr
