@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cluster.config import Settings
-from cluster.storage.stores import (Backoff, Staged, StagingWriter, Store, retrying,
-                                    source_location)
+from cluster.storage.retry import Backoff, retrying
+from cluster.storage.stores import Staged, StagingWriter, Store, source_location
 from pipelines.outcome import Failed, Rejected
 from pipelines.upload.hashing import sha256_hex
 from pipelines.upload.isobmff import MAX_FTYP_BYTES

@@ -48,7 +48,8 @@ from catalog.models import TusUpload
 from catalog.repository import utcnow
 from cluster.http.errors import ApiError
 from cluster.http.upload_store import owner_area, presigns
-from cluster.storage.stores import Store, retrying
+from cluster.storage.retry import retrying
+from cluster.storage.stores import Store
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import pickle
 import av
 import pytest
 
-from cluster.storage.stores import StorageUnavailable
+from cluster.storage.retry import StorageUnavailable
 from pipelines.outcome import MESSAGE_CHARS, Failed, Rejected, Status, unexpected
 
 

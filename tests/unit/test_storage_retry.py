@@ -9,7 +9,8 @@ import botocore.exceptions
 import pytest
 
 from cluster.config import StoreConfig, load_settings
-from cluster.storage.stores import Backoff, StorageUnavailable, Store, open_stores, retrying, transient
+from cluster.storage.retry import Backoff, StorageUnavailable, retrying, transient
+from cluster.storage.stores import Store, open_stores
 from pipelines.outcome import Failed
 
 
