@@ -9,8 +9,6 @@ raise for a bad file, so one asset cannot take a worker or its neighbours down.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -119,7 +117,7 @@ def validate_task(job: Job, carry: Carry) -> Carry:
 
 def _validate(job: Job, carry: Carry) -> Validated:
     """Headers only: a small image from its bytes; a staged image read whole (it is under the
-    image limit); video and audio probed in the sandbox from a local file, never from memory."""
+    image limit); video and audio probed in the sandbox from the store, never from memory."""
     limits = job.settings.limits
     if carry.staged is None:
         return validate(carry.data, limits)
@@ -129,14 +127,9 @@ def _validate(job: Job, carry: Carry) -> Validated:
         return validate(store.read_staged(carry.staged), limits)
     if kind != "media":
         return validate(carry.head, limits)  # refused, and named, from its first bytes
-    path = store.staged_path(carry.staged)
-    if path is not None:  # a local store: the sandbox reads the staging file in place
-        return validate_media_file(path, carry.head, carry.staged.size, limits)
-    # Elsewhere a streamed download to scratch disk: the sandboxed child then needs neither
-    # the store's credentials nor a network connection, only a file it may read.
-    with tempfile.TemporaryDirectory(prefix="mediafarm-probe-") as scratch:
-        local = store.download_staged(carry.staged, os.path.join(scratch, "original"))
-        return validate_media_file(local, carry.head, carry.staged.size, limits)
+    # In place where the store is local, else served to the sandboxed probe range by range.
+    with store.readable_staged(carry.staged) as source:
+        return validate_media_file(source, carry.head, carry.staged.size, limits)
 
 
 def _discard(job: Job, carry: Carry) -> None:

@@ -2,14 +2,17 @@
 
 In the graph these run as the resize, convert and compress stages of a video
 or audio asset. Media files are large, so they never travel through Dask: each
-stage reads the stored original (or stored renditions) into a private scratch
-folder, and stores what it makes content-addressed before handing on records.
+stage reads the stored original through the store (in place where the store is
+a local folder, else served range by range to the sandboxed decoders), works in
+a private scratch folder, and stores what it makes content-addressed before
+handing on records.
 """
 
 from __future__ import annotations
 
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from pipelines.transform.encode_loop import VideoOutput
 from pipelines.transform.ladder import ladder
 from pipelines.transform.video import isolated, poster_frame_isolated, preview_clip, transcode_isolated
 from pipelines.upload.hashing import sha256_hex
+from pipelines.upload.served_source import Source
 
 import av
 
@@ -36,19 +40,11 @@ def _media_tools() -> dict[str, str]:
             "pyav": av.__version__}
 
 
-def _fetch_original(job, carry, folder: Path) -> Path:
-    return _original_path(runtime.stores(job.settings)["originals"], carry.sha256, folder)
-
-
-def _original_path(originals, digest: str, folder: Path) -> Path:
-    """The stored original as a local file the sandboxed decoders read: the object itself
-    where the store is a local folder (no copy), else a streamed download to scratch disk
-    in blocks, never the whole object in memory. A file rather than an fsspec file object:
-    the children that demux it get no store credentials and need no network."""
-    local = originals.local_path(digest)
-    if local is not None:
-        return Path(local)
-    return Path(originals.download(digest, str(folder / "original")))
+def _original(job, carry, opened: ExitStack):
+    """The stored original for the sandboxed decoders, while ``opened`` is: its path where
+    the originals store is a local folder, else served to them range by range, so that a
+    chunk span or a poster frame reads only its part of a remote file (``Store.readable``)."""
+    return opened.enter_context(runtime.stores(job.settings)["originals"].readable(carry.sha256))
 
 
 def _store_output(job, carry, name: str, output: VideoOutput) -> RenditionRecord:
@@ -75,15 +71,16 @@ def transcode(job, carry):
     done = {r["preset"] for r in carry.reused}
     records = []
     decoders = placement.video_decoders_here(job.settings.gpu)  # NVDEC, where this worker may
-    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch, \
+    # Exits run last to first: the poster child is done before the original stops being served.
+    with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch, ExitStack() as opened, \
             ThreadPoolExecutor(1, thread_name_prefix="mediafarm-poster") as beside:
         folder = Path(scratch)
         source = None
         poster_frame = None
         # A video's frame is taken here; an audio file's cover is cheap and left to the poster stage.
         if carry.validated.kind == "video" and _poster_presets(job, carry):
-            source = _fetch_original(job, carry, folder)
-            poster_frame = beside.submit(poster_frame_isolated, str(source), info, job.settings.limits)
+            source = _original(job, carry, opened)
+            poster_frame = beside.submit(poster_frame_isolated, source, info, job.settings.limits)
         for preset in job.recipe.video:
             rungs = ([(f"{preset.name}-{h}p", h) for h in ladder(preset, info)]
                      if carry.validated.kind == "video"
@@ -91,19 +88,18 @@ def transcode(job, carry):
             for name, height in rungs:
                 if name in done:
                     continue
-                source = source or _fetch_original(job, carry, folder)
+                source = source or _original(job, carry, opened)
                 if height and chunks.should_split(info.duration_s or 0,
                                                   job.settings.split_after_s):
-                    output = _chunked(job, carry, str(source), folder, preset, height)
+                    output = _chunked(job, carry, source, folder, preset, height)
                 else:
-                    output = transcode_isolated(str(source), str(folder), preset, height, info,
-                                                decoders)
+                    output = transcode_isolated(source, str(folder), preset, height, info, decoders)
                 records.append(_store_output(job, carry, name, output))
             if preset.preview_seconds and carry.validated.kind == "video":
                 name = f"{preset.name}-preview"
                 if name not in done:
-                    source = source or _fetch_original(job, carry, folder)
-                    output = preview_clip(str(source), str(folder), preset, info,
+                    source = source or _original(job, carry, opened)
+                    output = preview_clip(source, str(folder), preset, info,
                                           preset.preview_seconds, decoders)
                     records.append(_store_output(job, carry, name, output))
         frame = _frame_or_none(poster_frame)
@@ -134,7 +130,7 @@ def _poster_presets(job, carry) -> tuple:
     return tuple(p for p in job.recipe.presets if f"poster-{p.name}" not in made)
 
 
-def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> VideoOutput:
+def _chunked(job, carry, source: Source, folder: Path, preset, height: int) -> VideoOutput:
     """Encode keyframe-aligned spans as separate Dask tasks, then join them losslessly."""
     from distributed import worker_client
 
@@ -163,12 +159,15 @@ def _chunked(job, carry, source: str, folder: Path, preset, height: int) -> Vide
 
 
 def encode_span(job, source_sha256: str, start: float, end: float, preset, height: int, info) -> str:
-    """One chunk of a long video, on whichever worker Dask picks; stored in the buffer store."""
+    """One chunk of a long video, on whichever worker Dask picks; stored in the buffer store.
+
+    It reads only its own span of the original (and the index), where the store is remote too.
+    """
     stores = runtime.stores(job.settings)
-    with tempfile.TemporaryDirectory(prefix="mediafarm-chunk-") as scratch:
-        source = _original_path(stores["originals"], source_sha256, Path(scratch))
+    with tempfile.TemporaryDirectory(prefix="mediafarm-chunk-") as scratch, \
+            stores["originals"].readable(source_sha256) as source:
         out = Path(scratch) / "chunk.mp4"
-        isolated(chunks.encode_chunk, str(source), str(out), start, end, preset, height, info,
+        isolated(chunks.encode_chunk, source, str(out), start, end, preset, height, info,
                  media_s=min(end, info.duration_s or end) - start)
         with open(out, "rb") as handle:
             digest = sha256_hex(handle)
@@ -189,12 +188,10 @@ def poster(job, carry):
         return replace(carry, details={"skipped": "every preset reused"})
     frame = carry.poster_frame
     if frame is None:  # not taken beside the transcode (every rung reused, a cover, or it failed there)
-        with tempfile.TemporaryDirectory(prefix="mediafarm-") as scratch:
-            source = _fetch_original(job, carry, Path(scratch))
+        with runtime.stores(job.settings)["originals"].readable(carry.sha256) as source:
             # Decoding strangers' media happens in a throwaway child, as in the upload probe.
             try:
-                frame = poster_frame_isolated(str(source), carry.validated.media,
-                                              job.settings.limits)
+                frame = poster_frame_isolated(source, carry.validated.media, job.settings.limits)
             except Rejected as exc:
                 if carry.validated.kind == "video":
                     raise

@@ -31,6 +31,7 @@ from fsspec.implementations.local import LocalFileSystem
 from cluster.config import Settings, StoreConfig
 from cluster.storage.retry import Backoff, retrying
 from pipelines.outcome import Failed
+from pipelines.upload.served_source import ServedSource, Serving
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -268,22 +269,26 @@ class Store:
         """A staging object's bytes, whole: for small objects only (images under their limit)."""
         return self._io("reading", staged.key, lambda: self.fs.cat_file(staged.key))
 
-    def local_path(self, digest: str) -> str | None:
-        """The object's path on this machine where the store is a local folder, else None."""
-        return self.key(digest) if isinstance(self.fs, LocalFileSystem) else None
+    def readable(self, digest: str) -> contextlib.AbstractContextManager[str | ServedSource]:
+        """The object for a sandboxed decoder, while in a ``with``: its path where the store is
+        a local folder, else served to the child range by range (``served_source``). The child
+        holds no credentials and opens no connection, and nothing is copied to scratch disk:
+        only the ranges the demuxer reads cross the network."""
+        return self._readable(self.key(digest), lambda: self.size(digest))
 
-    def staged_path(self, staged: Staged) -> str | None:
-        """A staging object's path on this machine where the store is a local folder, else None."""
-        return staged.key if isinstance(self.fs, LocalFileSystem) else None
+    def readable_staged(self, staged: Staged) -> contextlib.AbstractContextManager[str | ServedSource]:
+        """As ``readable``, for a staging object."""
+        return self._readable(staged.key, lambda: staged.size)
+
+    def _readable(self, key: str, size: Callable[[], int]):
+        if isinstance(self.fs, LocalFileSystem):
+            return contextlib.nullcontext(key)
+        return Serving(lambda: _RangeReader(self, key), size())
 
     def download(self, digest: str, destination: str) -> str:
         """Copy the object to a local file, streamed in blocks (never whole in memory)."""
-        return self._download(self.key(digest), destination)
+        key = self.key(digest)
 
-    def download_staged(self, staged: Staged, destination: str) -> str:
-        return self._download(staged.key, destination)
-
-    def _download(self, key: str, destination: str) -> str:
         def fetch() -> str:
             with self.fs.open(key, "rb", block_size=STREAM_BLOCK) as source, \
                     open(destination, "wb") as target:
@@ -344,6 +349,27 @@ class Store:
 STAGING = "staging"
 # Blocks of a streamed write or read: an S3 multipart part (at most 10,000 parts: 160 GiB).
 STREAM_BLOCK = 16 * 1024 * 1024
+# Read-ahead of an object served to a decoder: each ranged GET fetches this much more.
+SERVE_BLOCK = 32 * 1024 * 1024
+
+
+class _RangeReader:
+    """One served connection's reads of ``key``: read ahead in large blocks, each read
+    retried through the store's policy (a ranged read is safe to repeat)."""
+
+    def __init__(self, store: Store, key: str) -> None:
+        self._store, self._key = store, key
+        self._file = store._io("opening", key, lambda: store.fs.open(
+            key, "rb", block_size=SERVE_BLOCK, cache_type="readahead"))
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        def read() -> bytes:
+            self._file.seek(offset)
+            return self._file.read(length)
+        return self._store._io("reading", self._key, read)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pipelines.transform.encoder_setup import video_settings
 from pipelines.transform.ladder import rung_label
 from pipelines.transform.streams import demux, open_input, origin_s, to_pts, video_stream
 from pipelines.upload.media_probe import MediaInfo
+from pipelines.upload.served_source import Source
 
 SPLIT_THRESHOLD_S = 120.0
 # Chunk files are ours, but opened with the same whitelists as anything else: only mov/mp4.
@@ -42,7 +43,7 @@ def should_split(duration_s: float, threshold_s: float = SPLIT_THRESHOLD_S) -> b
     return duration_s > threshold_s
 
 
-def keyframe_times(source: str) -> list[float]:
+def keyframe_times(source: Source) -> list[float]:
     """Seconds from the source's start of each keyframe of its first video stream, by demuxing only."""
     with open_input(source) as container:
         video = video_stream(container)
@@ -83,7 +84,7 @@ def plan_chunks(keyframes: list[float], duration: float, target_seconds: float) 
     return list(zip(starts, starts[1:] + [duration]))
 
 
-def encode_chunk(source: str, out_path: str, start: float, end: float, preset: VideoPreset, height: int,
+def encode_chunk(source: Source, out_path: str, start: float, end: float, preset: VideoPreset, height: int,
                  info: MediaInfo) -> str:
     """Encode the video frames with start <= t < end to an MP4 chunk on the source's timeline."""
     if info.duration_s is not None and end >= info.duration_s:
@@ -93,7 +94,7 @@ def encode_chunk(source: str, out_path: str, start: float, end: float, preset: V
     return out_path
 
 
-def join_chunks(chunk_paths: list[str], source: str, out_path: str, preset: VideoPreset,
+def join_chunks(chunk_paths: list[str], source: Source, out_path: str, preset: VideoPreset,
                 info: MediaInfo) -> VideoOutput:
     """Remux the chunks' video into one file, audio encoded once from the source; no gap, no overlap.
 

@@ -28,6 +28,7 @@ from pipelines.transform.readahead import ReadAhead
 from pipelines.transform.streams import (decode_packet, demux, enable_threads, open_input, origin_s, to_pts,
                                          video_stream)
 from pipelines.upload.media_probe import MediaInfo
+from pipelines.upload.served_source import Source
 
 # Containers whose header states the duration (an index), so ending early means a cut file.
 _INDEXED = frozenset({"mov", "matroska", "avi", "flac", "wav"})
@@ -58,7 +59,7 @@ class VideoOutput:
     settings: dict
 
 
-def encode_video(source: str, path: str, preset: VideoPreset, height: int, info: MediaInfo, *,
+def encode_video(source: Source, path: str, preset: VideoPreset, height: int, info: MediaInfo, *,
                  rung: str, audio: bool, start: float = 0.0, end: float = math.inf,
                  rebase_to_start: bool = False, container_format: str | None = None,
                  faststart: bool = True, decoders: tuple[str, ...] = ()) -> VideoOutput:
@@ -220,7 +221,7 @@ def _colors(scaled) -> dict:
     return colors
 
 
-def _first_frame(source: str):
+def _first_frame(source: Source):
     """Decode the first video frame on its own: its side data says how to turn, its tags the colours."""
     with open_input(source) as container:
         video = video_stream(container)

@@ -13,12 +13,16 @@ import av.error
 
 from pipelines.outcome import Rejected
 from pipelines.upload.media_probe import OPEN_OPTIONS, MediaLimits, is_cover, picture_cap
+from pipelines.upload.served_source import Source, open_media
 
 
-def open_input(source: str):
-    """Open an untrusted file with the probe's whitelists: no other protocols, only allowed demuxers."""
+def open_input(source: Source):
+    """Open an untrusted file with the probe's whitelists: no other protocols, only allowed demuxers.
+
+    ``source`` is a local path, or a stored original the worker serves (see ``served_source``).
+    """
     try:
-        return av.open(source, options=picture_cap(MediaLimits()), container_options=OPEN_OPTIONS)
+        return open_media(source, options=picture_cap(MediaLimits()), container_options=OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         raise Rejected("corrupt", f"the file cannot be read: {describe_error(exc)}") from None
 

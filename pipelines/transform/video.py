@@ -24,6 +24,7 @@ from pipelines.transform.ladder import ladder, rung_label, short_side
 from pipelines.transform.streams import enable_threads, open_input, origin_s, to_pts, video_stream
 from pipelines.upload.media_probe import MediaInfo
 from pipelines.upload.sandbox import run_isolated
+from pipelines.upload.served_source import Source
 from pipelines.upload.validate import Limits
 
 _AUDIO_TYPES = {"mp4": "audio/mp4", "ogg": "audio/ogg"}
@@ -41,7 +42,7 @@ BASE_TIMEOUT_S = 60.0
 TIMEOUT_PER_SECOND = 4.0
 
 
-def transcode(source: str, out_dir: str, preset: VideoPreset, height: int | None,
+def transcode(source: Source, out_dir: str, preset: VideoPreset, height: int | None,
               info: MediaInfo, decoders: tuple[str, ...] = ()) -> VideoOutput:
     """Write one rendition: the video rung ``height`` with audio, or the audio-only one for None.
 
@@ -58,7 +59,7 @@ def transcode(source: str, out_dir: str, preset: VideoPreset, height: int | None
                         decoders=decoders)
 
 
-def transcode_isolated(source: str, out_dir: str, preset: VideoPreset, height: int | None,
+def transcode_isolated(source: Source, out_dir: str, preset: VideoPreset, height: int | None,
                        info: MediaInfo, decoders: tuple[str, ...] = ()) -> VideoOutput:
     """transcode in a throwaway child: a decoder crash or runaway costs the rendition, not the worker."""
     return isolated(transcode, source, out_dir, preset, height, info, decoders,
@@ -76,7 +77,7 @@ def isolated(func, *args, media_s: float):
                         cpu_seconds=_cpu_seconds(timeout))
 
 
-def preview_clip(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo,
+def preview_clip(source: Source, out_dir: str, preset: VideoPreset, info: MediaInfo,
                  seconds: float, decoders: tuple[str, ...] = ()) -> VideoOutput:
     """A short, muted clip at the lowest rung, from a little way in (past intros and fades)."""
     rungs = ladder(preset, info)
@@ -89,7 +90,7 @@ def preview_clip(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo
                         start=start, end=start + seconds, rebase_to_start=True, decoders=decoders)
 
 
-def poster_frame(source: str, info: MediaInfo, limits: Limits = Limits()) -> bytes:
+def poster_frame(source: Source, info: MediaInfo, limits: Limits = Limits()) -> bytes:
     """PNG bytes of an upright frame near the start that is neither black nor flat.
 
     A file with no video but a cover picture (album art) has the cover as its
@@ -127,7 +128,7 @@ def poster_frame(source: str, info: MediaInfo, limits: Limits = Limits()) -> byt
         return _png(upright)
 
 
-def poster_frame_isolated(source: str, info: MediaInfo, limits: Limits = Limits()) -> bytes:
+def poster_frame_isolated(source: Source, info: MediaInfo, limits: Limits = Limits()) -> bytes:
     """poster_frame in a throwaway child."""
     return isolated(poster_frame, source, info, limits, media_s=0.0)
 
@@ -164,7 +165,7 @@ def _png(frame) -> bytes:
     return b"".join(bytes(packet) for packet in context.encode(frame) + context.encode(None))
 
 
-def _audio_rendition(source: str, out_dir: str, preset: VideoPreset, info: MediaInfo) -> VideoOutput:
+def _audio_rendition(source: Source, out_dir: str, preset: VideoPreset, info: MediaInfo) -> VideoOutput:
     """The audio-only rendition: AAC (or Opus) in MP4 as .m4a; Opus from a WebM preset in Ogg."""
     if preset.audio_codec is None:
         raise Rejected("unsupported_type", f"video preset {preset.name!r} makes no audio, "

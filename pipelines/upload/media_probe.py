@@ -11,6 +11,7 @@ import av.logging
 
 from pipelines.outcome import Rejected
 from pipelines.upload.sandbox import run_isolated
+from pipelines.upload.served_source import ServedSource, open_media
 
 # Demuxers that may read an upload. Playlist and indirection demuxers (hls, dash,
 # concat, image2, tty...) are absent: they open other files or URLs named inside
@@ -91,15 +92,17 @@ def probe_media(data: bytes, limits: MediaLimits = MediaLimits()) -> MediaInfo:
                         cpu_seconds=CPU_SECONDS)
 
 
-def probe_media_file(path: str, limits: MediaLimits = MediaLimits()) -> MediaInfo:
-    """As ``probe_media``, for a file on local disk that the child reads in place (a stored
-    original, or a streamed download of one): nothing is held in memory or copied.
+def probe_media_file(source: str | ServedSource, limits: MediaLimits = MediaLimits()) -> MediaInfo:
+    """As ``probe_media``, for a file the child reads in place: a stored original on local
+    disk, or one in a remote store that the worker serves (``served_source``). Nothing is
+    held in memory or copied.
 
-    The path must have no extension (see ``_probe``); the child only reads it.
+    A path must have no extension (see ``_probe``); the child only reads it.
     """
-    if os.path.getsize(path) == 0:
+    size = source.size if isinstance(source, ServedSource) else os.path.getsize(source)
+    if size == 0:
         raise Rejected("empty", "the file is empty")
-    return run_isolated(_probe_path, path, limits, timeout=TIMEOUT_S, memory_bytes=MEMORY_BYTES,
+    return run_isolated(_probe_path, source, limits, timeout=TIMEOUT_S, memory_bytes=MEMORY_BYTES,
                         cpu_seconds=CPU_SECONDS)
 
 
@@ -114,7 +117,7 @@ def _probe(data: bytes, limits: MediaLimits) -> MediaInfo:
         return _probe_path(path, limits)
 
 
-def _probe_path(path: str, limits: MediaLimits) -> MediaInfo:
+def _probe_path(path: str | ServedSource, limits: MediaLimits) -> MediaInfo:
     """The child's side: open, describe, check limits, demux through, trial-decode."""
     # PyAV leaves FFmpeg's log off by default; error-level records name the demuxer that refused.
     av.logging.set_level(av.logging.ERROR)
@@ -126,9 +129,10 @@ def _probe_path(path: str, limits: MediaLimits) -> MediaInfo:
     return info if info.duration_s is not None else replace(info, duration_s=round(length, 6))
 
 
-def _open(path: str, limits: MediaLimits):
+def _open(path: str | ServedSource, limits: MediaLimits):
     try:
-        return av.open(path, options={**DECODER_OPTIONS, **picture_cap(limits)}, container_options=OPEN_OPTIONS)
+        return open_media(path, options={**DECODER_OPTIONS, **picture_cap(limits)},
+                          container_options=OPEN_OPTIONS)
     except av.error.FFmpegError as exc:
         error = exc
     name = _probed_format(path)
@@ -139,11 +143,11 @@ def _open(path: str, limits: MediaLimits):
     raise Rejected("corrupt", f"the {name} container cannot be read: {_say(error)}")
 
 
-def _probed_format(path: str) -> str | None:
+def _probed_format(path: str | ServedSource) -> str | None:
     """The demuxer FFmpeg would pick, without letting it read further: None if none would."""
     with av.logging.Capture() as logs:
         try:
-            av.open(path, container_options=_PROBE_ONLY).close()
+            open_media(path, container_options=_PROBE_ONLY).close()
         except av.error.ArgumentError:
             # The refusal is logged by the format context, whose log name is the demuxer's.
             return next((name for _, name, message in logs if "not on whitelist" in message), "")

@@ -21,6 +21,7 @@ from pipelines.vips import error_text
 
 if TYPE_CHECKING:
     from pipelines.upload.media_probe import MediaInfo
+    from pipelines.upload.served_source import ServedSource
 
 # Formats each media kind accepts; everything else is recognised only to say why not.
 IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
@@ -294,9 +295,11 @@ _LOADERS = {"jpeg": ("jpegload", "uhdrload"), "png": ("pngload",), "webp": ("web
             "gif": ("gifload",), "avif": ("heifload",), "heif": ("heifload",)}
 
 
-def validate_media_file(path: str, head: bytes, size: int, limits: Limits = Limits()) -> Validated:
-    """``validate`` for a video or audio file on local disk, probed in place in the sandbox;
-    ``head`` is its first bytes (at least ``MAX_FTYP_BYTES`` where it has them)."""
+def validate_media_file(path: str | ServedSource, head: bytes, size: int,
+                        limits: Limits = Limits()) -> Validated:
+    """``validate`` for a video or audio file probed in place in the sandbox: on local disk, or
+    served from a remote store (``served_source``); ``head`` is its first bytes (at least
+    ``MAX_FTYP_BYTES`` where it has them)."""
     from pipelines.upload.media_probe import probe_media_file
 
     kind = sniff(head[:MAX_FTYP_BYTES])

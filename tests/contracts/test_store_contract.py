@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
 from cluster.config import StoreConfig
 from cluster.storage.stores import STREAM_BLOCK, Store
+from pipelines.upload.served_source import ServedReader
 from tests.services.s3 import DUMMY_KEY, DUMMY_SECRET, REGION, make_bucket
 
 CREDENTIALS = {"key": DUMMY_KEY, "secret": DUMMY_SECRET, "skip_instance_cache": True}
@@ -236,8 +239,30 @@ def test_put_stream_then_promote_publishes_by_digest_and_leaves_no_staging(store
     target = tmp_path / "out.bin"
     store.download(digest, str(target))
     assert target.read_bytes() == data
-    local = store.local_path(digest)
-    assert (local is not None) == (store.url.startswith("file:"))
+    with store.readable(digest) as source:  # see test_served_source for what is served
+        assert isinstance(source, str) == store.url.startswith("file:")
+
+
+def test_readable_hands_a_decoder_the_object_in_place_or_served_range_by_range(store):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    digest = hashlib.sha256(data).hexdigest()
+    store.put(digest, data)
+    with store.readable(digest) as source:
+        if isinstance(source, str):  # a local folder: the object itself, no copy
+            assert store.url.startswith("file:") and Path(source).read_bytes() == data
+        else:
+            assert source.size == len(data)
+            with ServedReader(source) as reader:
+                reader.seek(len(data) - 1000)
+                assert reader.read() == data[-1000:]
+                reader.seek(5)
+                assert reader.read(2 * 1024 * 1024) == data[5:5 + 2 * 1024 * 1024]
+    staged = store.put_stream([data])
+    with store.readable_staged(staged) as source:
+        reader = open(source, "rb") if isinstance(source, str) else ServedReader(source)
+        with reader:
+            assert reader.read() == data
+    store.discard(staged)
 
 
 def test_a_failed_stream_leaves_nothing_behind(store):

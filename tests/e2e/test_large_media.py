@@ -139,11 +139,6 @@ def test_an_oversize_source_is_rejected_by_default_and_taken_unscanned_only_when
 def test_a_video_over_2_gib_ingests_to_ready_as_a_trusted_source(settings, dask_client):
     """Past what ClamAV can scan at all (2 GiB - 1), so only with the explicit opt-in; the
     scan row says so, and the farm streams it to ready, chunked encode included."""
-    if settings.stores["originals"].url.startswith("s3://"):
-        # moto keeps every object in this process's memory and assembles a multipart upload
-        # in silence before it answers: with a longer read timeout the 2 GiB run got through
-        # the upload but not the rest within the test's 300 s. S3 is covered at 300 MB above.
-        pytest.skip("moto is too slow at 2 GiB objects (in memory; > 300 s); S3 is covered at 300 MB")
     video = cached_video(440)  # 440 s at 40 Mb/s: about 2.05 GiB
     size = video.stat().st_size
     assert size > 2 * 1024 ** 3
