@@ -40,6 +40,11 @@ _PROBE_ONLY = {"protocol_whitelist": "file", "format_whitelist": "mediafarm-prob
 TIMEOUT_S = 20.0
 MEMORY_BYTES = 1024 ** 3
 CPU_SECONDS = 20
+# The probe demuxes the whole file (see _read_through), so its limits grow with the size:
+# the slowest a disk or a store may feed it before it counts as hung, and the slowest
+# the demuxer may go through it (measured: 0.85 s of CPU for a 2.05 GiB MP4 at 40 Mb/s).
+READ_FLOOR_BYTES_S = 16 * 1024 * 1024
+DEMUX_FLOOR_BYTES_S = 128 * 1024 * 1024
 # The trial decode: enough to prove the stream decodes, cheap for any length.
 TRIAL_FRAMES = 50
 TRIAL_SECONDS = 1.0
@@ -102,8 +107,9 @@ def probe_media_file(source: str | ServedSource, limits: MediaLimits = MediaLimi
     size = source.size if isinstance(source, ServedSource) else os.path.getsize(source)
     if size == 0:
         raise Rejected("empty", "the file is empty")
-    return run_isolated(_probe_path, source, limits, timeout=TIMEOUT_S, memory_bytes=MEMORY_BYTES,
-                        cpu_seconds=CPU_SECONDS)
+    return run_isolated(_probe_path, source, limits, timeout=TIMEOUT_S + size / READ_FLOOR_BYTES_S,
+                        memory_bytes=MEMORY_BYTES,
+                        cpu_seconds=CPU_SECONDS + size // DEMUX_FLOOR_BYTES_S)
 
 
 def _probe(data: bytes, limits: MediaLimits) -> MediaInfo:

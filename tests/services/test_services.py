@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import botocore.exceptions
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
@@ -15,7 +18,7 @@ import cluster.cli.local_clamd as local_clamd
 from cluster.cli.local_clamd import LocalClamd, start_clamd
 
 from .postgres import THROWAWAY_ENV, URL_ENV, _conninfo, scratch_database, server_url
-from .s3 import make_bucket, s3_filesystem, start_moto
+from .s3 import DUMMY_KEY, DUMMY_SECRET, REGION, make_bucket, s3_filesystem, start_moto
 
 SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 # The standard 68-byte EICAR anti-virus test string, split so this file is not itself flagged.
@@ -140,5 +143,38 @@ def test_moto_bucket_round_trip() -> None:
         fs.pipe("mediafarm-test/dir/blob.bin", b"\x00payload\xff")
         assert s3_filesystem(endpoint.url).cat("mediafarm-test/dir/blob.bin") == b"\x00payload\xff"
         assert fs.ls("mediafarm-test/dir") == ["mediafarm-test/dir/blob.bin"]
+    finally:
+        endpoint.stop()
+
+
+def test_moto_ranged_gets_answer_as_s3_does() -> None:
+    """The harness reads only the range on a ranged GET (tests/services/s3.py ``_Window``):
+    the bytes, the status and Content-Range must be S3's for every kind of range."""
+    endpoint = start_moto()
+    try:
+        make_bucket(endpoint.url, "mediafarm-ranges")
+        fs = s3_filesystem(endpoint.url)
+        data = os.urandom(6 * 1024 * 1024 + 7)  # past moto's in-memory spool: read from its file
+        fs.pipe("mediafarm-ranges/blob", data)
+        client = boto3.client("s3", endpoint_url=endpoint.url, region_name=REGION,
+                              aws_access_key_id=DUMMY_KEY, aws_secret_access_key=DUMMY_SECRET)
+
+        def get(range_: str) -> tuple[int, str | None, bytes]:
+            answer = client.get_object(Bucket="mediafarm-ranges", Key="blob", Range=range_)
+            return (answer["ResponseMetadata"]["HTTPStatusCode"], answer.get("ContentRange"),
+                    answer["Body"].read())
+
+        assert fs.cat_file("mediafarm-ranges/blob", start=5, end=10) == data[5:10]
+        assert fs.cat_file("mediafarm-ranges/blob", start=len(data) - 3) == data[-3:]
+        assert fs.cat("mediafarm-ranges/blob") == data
+        assert get("bytes=1000-2000099") == (206, f"bytes 1000-2000099/{len(data)}",
+                                             data[1000:2000100])
+        assert get("bytes=-4") == (206, f"bytes {len(data) - 4}-{len(data) - 1}/{len(data)}",
+                                   data[-4:])
+        assert get(f"bytes={len(data) - 9}-")[2] == data[-9:]
+        assert get("bytes=0-1,5-6")[2] == data  # S3 answers a multi-range with the whole object
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            get(f"bytes={len(data) + 10}-")
+        assert refused.value.response["Error"]["Code"] == "InvalidRange"
     finally:
         endpoint.stop()
