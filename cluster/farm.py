@@ -8,6 +8,7 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -27,7 +28,7 @@ from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined,
 from cluster.storage import sources
 from cluster.storage.stores import Store, open_stores
 from cluster.tasks import Job
-from cluster.worker_plugin import MediafarmWorkerPlugin
+from cluster.worker_plugin import MediafarmWorkerPlugin, clamd_verdict
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
 from pipelines.vips import tool_versions
 
@@ -63,6 +64,11 @@ class Farm:
         self.holder, self.claim_lease_s = new_holder(), claim_lease_s
         self._cluster: LocalCluster | None = None
         address = scheduler_address or self.settings.scheduler_address
+        # clamd's canaries take seconds: scanned here while the cluster starts, once for all
+        # its workers, rather than by each worker when the plugin is registered.
+        checking = ThreadPoolExecutor(1, thread_name_prefix="mediafarm-clamd-check")
+        verdict = checking.submit(clamd_verdict, self.settings.clamd_url)
+        checking.shutdown(wait=False)
         if client is not None:
             self.client, self._owns_client = client, False
         elif address:
@@ -81,7 +87,8 @@ class Farm:
         # A Farm dropped without close() stops renewing once collected: its claims lapse.
         weakref.finalize(self, self._lease.halt)
         try:
-            self.client.register_plugin(MediafarmWorkerPlugin(self.settings.clamd_url))
+            self.client.register_plugin(MediafarmWorkerPlugin(
+                self.settings.clamd_url, clamd_verdict=verdict.result()))
         except BaseException:  # Ctrl-C included: stop what was started
             self.close()
             raise

@@ -19,14 +19,19 @@ import subprocess
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipelines import vips
+from pipelines.upload import scanner_check
+from pipelines.upload.scanner_check import ScannerCheck
 
 
 class MediafarmWorkerPlugin(WorkerPlugin):
     name = "mediafarm"
 
     def __init__(self, clamd_url: str | None = None, vips_cache_mb: int = 100,
-                 vips_concurrency: int = 1) -> None:
+                 vips_concurrency: int = 1, clamd_verdict: ScannerCheck | None = None) -> None:
         self.clamd_url = clamd_url
+        # The farm's own check of this clamd, made while the cluster started: each worker
+        # takes it rather than scanning the canaries again (seconds, per worker, at once).
+        self.clamd_verdict = clamd_verdict
         self.vips_cache_mb = vips_cache_mb
         self.vips_concurrency = vips_concurrency
         self.report: dict = {}
@@ -40,6 +45,8 @@ class MediafarmWorkerPlugin(WorkerPlugin):
     def _probe(self, resources: dict) -> dict:
         import pyvips
 
+        if self.clamd_verdict is not None:
+            scanner_check.adopt(self.clamd_verdict)
         vips.harden()  # raises on libvips < 8.13: such a worker must not decode uploads
         pyvips.cache_set_max_mem(self.vips_cache_mb * 1024 * 1024)
         pyvips.cache_set_max(100)
@@ -58,7 +65,6 @@ def clamd_status(url: str | None) -> str:
     if not url:
         return "not configured"
     from pipelines.outcome import Failed
-    from pipelines.upload import scanner_check
     from pipelines.upload.scan import ClamdScanner
 
     try:
@@ -68,6 +74,20 @@ def clamd_status(url: str | None) -> str:
     # The canaries take longer than a version; the verdict is kept for this process's scans.
     problem = scanner_check.problem(ClamdScanner(url, timeout=30))
     return problem or f"ok: {engine}, signatures {signatures}, fails closed"
+
+
+def clamd_verdict(url: str | None) -> ScannerCheck | None:
+    """This process's check of clamd at ``url`` (see ``scanner_check``), or None where there
+    is no clamd or it does not answer: each worker then checks, and reports, on its own."""
+    from pipelines.outcome import Failed
+    from pipelines.upload.scan import ClamdScanner
+
+    if not url:
+        return None
+    try:
+        return scanner_check.check(ClamdScanner(url, timeout=30))
+    except Failed:
+        return None
 
 
 def detect_gpus() -> list[dict]:

@@ -173,6 +173,11 @@ class _Verdicts:
     def forget(self, url: str) -> None:
         self._known.pop(url, None)
 
+    def adopt(self, verdict: ScannerCheck) -> None:
+        ttl = OK_TTL_S if verdict.fails_closed else MISCONFIGURED_TTL_S
+        with self._lock:
+            self._known[verdict.url] = (verdict, self.clock() + ttl)
+
 
 _verdicts = _Verdicts()
 
@@ -180,6 +185,12 @@ _verdicts = _Verdicts()
 def check(scanner: Scanner) -> ScannerCheck:
     """This process's verdict on ``scanner``'s clamd, checked again once it expires."""
     return _verdicts.check(scanner)
+
+
+def adopt(verdict: ScannerCheck) -> None:
+    """Take a verdict just made by another process on the same clamd URL (the farm's, handed
+    to its workers) as this process's own, for as long as one made here would last."""
+    _verdicts.adopt(verdict)
 
 
 def forget(url: str) -> None:

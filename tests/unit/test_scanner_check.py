@@ -109,6 +109,26 @@ def test_no_verdict_is_kept_while_clamd_is_down_and_forget_drops_one():
     assert up.scans == 6
 
 
+def test_a_verdict_made_elsewhere_is_adopted_for_as_long_as_one_made_here():
+    """The farm checks clamd once while its cluster starts; each worker adopts that verdict
+    (cluster/worker_plugin.py) instead of scanning the canaries again."""
+    clock = Clock()
+    farm_side, worker_side = _Verdicts(clock), _Verdicts(clock)
+    clamd = ScriptedClamd(ALERT)
+    worker_side.adopt(farm_side.check(clamd))
+    assert worker_side.check(clamd).fails_closed and clamd.scans == 3  # the farm's three only
+    clock.now += scanner_check.OK_TTL_S
+    worker_side.check(clamd)
+    assert clamd.scans == 6  # expired as its own would: checked again here
+
+    open_ = ScriptedClamd("stream: OK")
+    worker_side.adopt(farm_side.check(open_))
+    assert not worker_side.check(open_).fails_closed and open_.scans == 3
+    clock.now += scanner_check.MISCONFIGURED_TTL_S
+    worker_side.check(open_)
+    assert open_.scans == 6
+
+
 def test_the_scan_stage_refuses_a_clamd_that_fails_open(monkeypatch):
     monkeypatch.setattr(scanner_check, "_verdicts", _Verdicts(Clock()))
     with pytest.raises(Failed) as caught:
