@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,41 @@ def test_a_served_source_pickles_small():
     import pickle
 
     assert len(pickle.dumps(ServedSource("/tmp/x/source", 5 * 1024 ** 3))) < 200
+
+
+def test_a_remote_original_is_served_through_outages_and_an_outage_that_lasts_is_the_error(
+        s3_endpoint):
+    """Store.readable on S3 behind a proxy the test breaks: a short outage is ridden out by
+    the store's retries (a ranged read is safe to repeat); one that outlasts the retry
+    budget surfaces as StorageUnavailable (retryable) when the stage's ``with`` ends."""
+    import hashlib
+    import os
+
+    from cluster.storage.retry import Backoff, StorageUnavailable
+    from cluster.storage.stores import SERVE_BLOCK, Store
+    from tests.conftest import s3_store
+    from tests.services.fault_proxy import FaultProxy
+
+    data = os.urandom(SERVE_BLOCK + 3 * 1024 * 1024)  # past one read-ahead block
+    digest = hashlib.sha256(data).hexdigest()
+    with FaultProxy(s3_endpoint.url) as proxy:
+        config = s3_store(s3_endpoint, "originals")
+        config = type(config)(config.url, {**config.options, "client_kwargs": {
+            **config.options["client_kwargs"], "endpoint_url": proxy.url}})
+        store = Store("originals", config, Backoff(budget_s=3, first_s=0.1, cap_s=0.5))
+        store.put(digest, data)
+        with store.readable(digest) as source:
+            with ServedReader(source) as reader:
+                assert reader.read(1024 * 1024) == data[:1024 * 1024]
+                proxy.set_mode("error")  # 503 SlowDown / 500 InternalError, in turn
+                threading.Timer(0.5, proxy.set_mode, ("pass",)).start()
+                reader.seek(SERVE_BLOCK + 1024)  # outside the block read ahead: a new GET
+                assert reader.read() == data[SERVE_BLOCK + 1024:]
+        assert proxy.counts["error_503"] + proxy.counts["error_500"] >= 1  # it met the outage
+        with pytest.raises(StorageUnavailable):
+            with store.readable(digest) as source:
+                with ServedReader(source) as reader:
+                    proxy.set_mode("down")
+                    with pytest.raises(OSError):
+                        reader.read(1024 * 1024)
+        proxy.set_mode("pass")
