@@ -19,6 +19,9 @@ Run from the repository root (clamd installed, as for the tests)::
 
     .venv/bin/python benchmarks/bench_startup.py            # 5 rounds
     .venv/bin/python benchmarks/bench_startup.py --rounds 3 --json
+    # and the same command from another checkout, interleaved (an A/B of a change):
+    git worktree add /tmp/base BASE_COMMIT
+    .venv/bin/python benchmarks/bench_startup.py --baseline /tmp/base
 
 Nothing here asserts on timings.
 """
@@ -87,10 +90,10 @@ def photo(folder: Path) -> Path:
     return path
 
 
-def timed(argv: list[str], env: dict) -> float:
+def timed(argv: list[str], env: dict, root: Path = ROOT) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   cwd=ROOT)
+    subprocess.run(argv, env={**env, "PYTHONPATH": str(root)}, check=True, cwd=root,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -98,6 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout of the farm, whose ingest runs as 'base'")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mediafarm-bench-startup-") as scratch:
         folder = Path(scratch)
@@ -111,12 +116,17 @@ def main() -> None:
                 "dask": [PYTHON, "-c", DASK_ONLY],
                 "bare": [PYTHON, "-c", BARE, str(source)],
             }
+            if args.baseline:
+                commands["base"] = commands["farm"]
             timed(commands["farm"], env)  # warm-up: migrates the catalog, fills the page cache
             times: dict[str, list[float]] = {name: [] for name in commands}
             phases = []
             for _ in range(args.rounds):
                 for name, argv in commands.items():
-                    times[name].append(timed(argv, env))
+                    # The baseline's own code (its folder is the path's first entry under -m);
+                    # the same data folder, photo and clamd.
+                    root = args.baseline.resolve() if name == "base" else ROOT
+                    times[name].append(timed(argv, env, root))
                 out = subprocess.run([PYTHON, "-c", PHASES], env=env, check=True, cwd=ROOT,
                                      capture_output=True, text=True).stdout.split()
                 phases.append([float(x) for x in out])
