@@ -19,7 +19,7 @@ from cluster import reencode, script_workers
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
-from cluster.graph import plan_asset, resubmit, submit_plan
+from cluster.graph import plan_asset, resubmit, stages_for, submit_plan
 from cluster.interrupt import Interrupted, workers_ignore_ctrl_c
 from cluster.manifest import Manifest
 from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
@@ -133,7 +133,8 @@ class Farm:
                 batch.recipe, self.settings)
             batch.attempts[request.asset_id] = job.attempt
             batch.futures[request.asset_id] = submit_plan(
-                self.client, plan_asset(request.asset_id, job.attempt, key), job)
+                self.client, plan_asset(request.asset_id, job.attempt, key,
+                                        stages_for(batch.recipe)), job)
 
     def retry_alone(self, job: Job, deaths: int,
                     hold: Callable[[Future], None] = lambda future: None) -> dict:
