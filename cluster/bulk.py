@@ -18,9 +18,9 @@ from distributed.scheduler import KilledWorker
 from catalog import Catalog
 from cluster import recorder, runtime
 from cluster.config import Settings
+from cluster.graph import stages_for
 from cluster.quarantine import Isolation, Suspect, record_lost, worker_deaths
-from cluster.tasks import (Job, compress_task, convert_task, hash_task, record_task, resize_task,
-                           scan_task, validate_task)
+from cluster.tasks import TASKS, Job
 from pipelines.recipe import Recipe
 
 # Backfill partitions yield to interactive work (cluster.graph.INTERACTIVE_PRIORITY).
@@ -46,17 +46,19 @@ class Item:
 
 
 def run_partition(items: list[Item], recipe: Recipe, settings: Settings) -> dict[str, int]:
-    """Run each item through every stage; the catalog writes go out together at the end."""
+    """Run each item through the recipe's stages (``cluster.graph.stages_for``); the catalog
+    writes go out together at the end."""
     catalog = runtime.catalog(settings)
     catalog.mark_processing_many({i.asset_id: i.attempt for i in items})
+    first, *middle, record = (TASKS[stage] for stage in stages_for(recipe))
     counts: Counter = Counter()
     with recorder.buffered(catalog) as writes:
         for item in items:
             job = Job(item.asset_id, item.attempt, item.source_uri, recipe, settings)
-            carry = scan_task(job)
-            for stage in (validate_task, hash_task, resize_task, convert_task, compress_task):
+            carry = first(job)
+            for stage in middle:
                 carry = stage(job, carry)
-            counts[record_task(job, carry)["status"]] += 1
+            counts[record(job, carry)["status"]] += 1
         writes.flush()
     return dict(counts)
 

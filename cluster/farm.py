@@ -7,7 +7,7 @@ import os
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -20,16 +20,16 @@ from cluster import reencode, script_workers
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
-from cluster.graph import plan_asset, resubmit, submit_plan
+from cluster.graph import plan_asset, resubmit, stages_for, submit_plan
 from cluster.interrupt import Interrupted, workers_ignore_ctrl_c
-from cluster.manifest import Manifest
+from cluster.manifest import Manifest, of_sources
 from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
                                 worker_deaths)
 from cluster.storage import sources
 from cluster.storage.stores import Store, open_stores
 from cluster.tasks import Job
 from cluster.worker_plugin import MediafarmWorkerPlugin, clamd_verdict
-from pipelines.recipe import DEFAULT_RECIPE, Recipe
+from pipelines.recipe import DEFAULT_RECIPE, INDEX_RECIPE, Recipe
 from pipelines.vips import tool_versions
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Farm:
         recipe = (recipe or DEFAULT_RECIPE).with_tools(tool_versions())
         self.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
         claim = self.catalog.claim(requests, recipe.id, self.holder, self.claim_lease_s,
-                                   lambda row, r: force or not _unchanged(row, r, recipe.id))
+                                   lambda row, r: force or not _unchanged(row, r, recipe))
         by_id = {r.asset_id: r for r in requests}
         batch = Batch(self, recipe, [r.asset_id for r in requests], {}, {}, {},
                       {asset_id: by_id[asset_id] for asset_id in claim.held})
@@ -140,7 +140,8 @@ class Farm:
                 batch.recipe, self.settings)
             batch.attempts[request.asset_id] = job.attempt
             batch.futures[request.asset_id] = submit_plan(
-                self.client, plan_asset(request.asset_id, job.attempt, key), job)
+                self.client, plan_asset(request.asset_id, job.attempt, key,
+                                        stages_for(batch.recipe)), job)
 
     def retry_alone(self, job: Job, deaths: int,
                     hold: Callable[[Future], None] = lambda future: None) -> dict:
@@ -156,7 +157,7 @@ class Farm:
             Suspect(job.asset_id, job.attempt, job.source_uri, deaths), submit)
         return result or {"asset_id": job.asset_id, "status": "failed", "reason": QUARANTINED}
 
-    def backfill(self, manifest: str, recipe: Recipe | None = None, *,
+    def backfill(self, manifest: str | Manifest, recipe: Recipe | None = None, *,
                  batch_size: int | None = None,
                  max_in_flight: int | None = None, job_id: str | None = None,
                  owner: str = "default", kind: str = "backfill",
@@ -165,7 +166,8 @@ class Farm:
                  from_originals: bool = False) -> dict:
         """Run a manifest as bulk partitions; returns the job's status from the catalog.
 
-        Assets already ``ready`` or ``rejected`` with this recipe are skipped, so a
+        Assets already ``ready`` or ``rejected`` with this recipe (with any recipe, for an
+        index-only one) are skipped, unless the source says its bytes changed, so a
         re-run after a crash redoes only what is unfinished. ``partition`` runs one
         batch on a worker (``cluster.bulk.run_partition``: every stage);
         ``from_originals`` reads each asset's stored original instead of its source. At most
@@ -177,7 +179,8 @@ class Farm:
         recipe = (recipe or DEFAULT_RECIPE).with_tools(tool_versions())
         self.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
         job_id = job_id or str(uuid.uuid4())
-        self.catalog.start_job(job_id, kind, recipe.id, manifest)
+        self.catalog.start_job(job_id, kind, recipe.id,
+                               manifest if isinstance(manifest, str) else manifest.manifest)
         threads = max(1, sum(self.client.nthreads().values()))
         limit = max_in_flight or 2 * threads
         total: int | None = None
@@ -210,12 +213,13 @@ class Farm:
                             for r in requests])
 
         try:
-            opened = Manifest(manifest, self.catalog, owner)
+            opened = (manifest if isinstance(manifest, Manifest)
+                      else Manifest(manifest, self.catalog, owner))
             total = opened.size
             report()
             for requests in opened.batches(batch_size or partition_size(total, threads)):
                 claim = self.catalog.claim(requests, recipe.id, self.holder, self.claim_lease_s,
-                                           lambda row, r: not _done(row, recipe.id), job_id)
+                                           lambda row, r: not _finished(row, r, recipe), job_id)
                 skipped += len(claim.unwanted)
                 counts["skipped"] = skipped
                 held.update((r.asset_id, r) for r in requests if r.asset_id in claim.held)
@@ -239,6 +243,18 @@ class Farm:
         self.catalog.update_job(job_id, status="finished", submitted=submitted, skipped=skipped,
                                 counts=dict(counts))
         return self.catalog.job_status(job_id)
+
+    def index(self, sources_: Sequence[str] | Manifest, *, owner: str = "default",
+              **backfill_options) -> dict:
+        """Scan, validate, hash, store and record every file named by ``sources_`` (as
+        ``ingest`` takes them), rendering nothing, as bulk partitions (see ``backfill``).
+
+        Each asset ends ``ready`` with no renditions, or ``rejected``/``failed`` with a
+        reason; its blob carries what validation read (dimensions, camera, duration…).
+        Files already finished under any recipe, with unchanged bytes, are not redone.
+        """
+        manifest = sources_ if isinstance(sources_, Manifest) else of_sources(sources_, owner)
+        return self.backfill(manifest, INDEX_RECIPE, kind="index", **backfill_options)
 
     def reencode(self, recipe: Recipe, *, where: str = "", dry_run: bool = False,
                  sample: int = 0, **backfill_options) -> dict:
@@ -378,17 +394,27 @@ def _join(address: str, settings: Settings) -> Client:
             "DASK_SCHEDULER_ADDRESS") from exc
 
 
-def _done(previous: dict | None, recipe_id: str) -> bool:
+def _done(previous: dict | None, recipe: Recipe) -> bool:
     """Finished with this recipe: ready, rejected, or quarantined (which a re-run would
-    only let take down more workers; a new libvips makes a new recipe id)."""
+    only let take down more workers; a new libvips makes a new recipe id). An index-only
+    recipe takes an asset finished under any recipe: that run scanned, hashed and recorded
+    it too, and indexing it again would only drop its renditions from its record."""
     return bool(previous and (previous["status"] in ("ready", "rejected")
                               or is_quarantined(previous))
-                and previous["recipe_id"] == recipe_id)
+                and (recipe.index_only or previous["recipe_id"] == recipe.id))
 
 
-def _unchanged(previous: dict | None, request: AssetRequest, recipe_id: str) -> bool:
-    return bool(_done(previous, recipe_id) and request.fingerprint
+def _unchanged(previous: dict | None, request: AssetRequest, recipe: Recipe) -> bool:
+    return bool(_done(previous, recipe) and request.fingerprint
                 and previous["source_fingerprint"] == request.fingerprint)
+
+
+def _finished(previous: dict | None, request: AssetRequest, recipe: Recipe) -> bool:
+    """A bulk job's test: done, and unchanged where the source gives a fingerprint (a
+    folder does; a Parquet or catalog manifest names sources without one)."""
+    if request.fingerprint:
+        return _unchanged(previous, request, recipe)
+    return _done(previous, recipe)
 
 
 def with_locations(catalog: Catalog, renditions: Store, asset_ids: list[str]) -> list[dict]:

@@ -9,8 +9,12 @@ from distributed import Client, Future
 
 from cluster import placement
 from cluster.tasks import TASKS, Job
+from pipelines.recipe import Recipe
 
 STAGES = ("scan", "validate", "hash", "resize", "convert", "compress", "record")
+# What makes renditions; an index-only recipe has none to make, so its assets skip them.
+RENDER_STAGES = ("resize", "convert", "compress")
+INDEX_STAGES = tuple(stage for stage in STAGES if stage not in RENDER_STAGES)
 
 # Interactive work runs ahead of bulk partitions (higher numbers go first).
 INTERACTIVE_PRIORITY = 10
@@ -23,10 +27,16 @@ class StageCall:
     after: str | None  # the key whose result this stage consumes
 
 
-def plan_asset(asset_id: str, attempt: int, batch: str) -> list[StageCall]:
-    """The seven stage calls of one asset, each consuming the one before."""
+def stages_for(recipe: Recipe) -> tuple[str, ...]:
+    """The stages an asset runs under ``recipe``: all seven, or the four of an index."""
+    return INDEX_STAGES if recipe.index_only else STAGES
+
+
+def plan_asset(asset_id: str, attempt: int, batch: str,
+               stages: tuple[str, ...] = STAGES) -> list[StageCall]:
+    """The stage calls of one asset (seven by default), each consuming the one before."""
     calls: list[StageCall] = []
-    for stage in STAGES:
+    for stage in stages:
         key = f"{stage}-{asset_id}-{attempt}-{batch}"
         calls.append(StageCall(stage, key, calls[-1].key if calls else None))
     return calls
@@ -51,5 +61,5 @@ def submit_plan(client: Client, plan: list[StageCall], job: Job,
 
 def resubmit(client: Client, job: Job, priority: int = INTERACTIVE_PRIORITY) -> Future:
     """Submit one asset's plan again under fresh keys, so Dask counts its failures afresh."""
-    return submit_plan(client, plan_asset(job.asset_id, job.attempt, f"retry-{uuid.uuid4().hex[:8]}"),
-                       job, priority)
+    return submit_plan(client, plan_asset(job.asset_id, job.attempt, f"retry-{uuid.uuid4().hex[:8]}",
+                                          stages_for(job.recipe)), job, priority)

@@ -7,7 +7,7 @@ an fsspec path, folder or glob.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import fsspec
 import pyarrow.parquet as pq
@@ -23,13 +23,17 @@ class Manifest:
     """A manifest opened once: how many items it holds when that is cheap to know (for
     progress, ETA and partition sizes), and its requests in batches.
 
-    A folder or glob is listed here, once: its listing is its size.
+    A folder or glob is listed here, once: its listing is its size. ``listed`` gives the
+    requests already listed (``of_sources``); ``manifest`` then only names them.
     """
 
-    def __init__(self, manifest: str, catalog: Catalog, owner: str = "default") -> None:
+    def __init__(self, manifest: str, catalog: Catalog | None, owner: str = "default",
+                 listed: list[AssetRequest] | None = None) -> None:
         self.manifest, self.catalog, self.owner = manifest, catalog, owner
-        self._listed = (None if manifest.startswith("catalog:") or manifest.endswith(".parquet")
-                        else sources.expand([manifest], owner))
+        if listed is None and not (manifest.startswith("catalog:")
+                                   or manifest.endswith(".parquet")):
+            listed = sources.expand([manifest], owner)
+        self._listed = listed
 
     @property
     def size(self) -> int | None:
@@ -50,6 +54,12 @@ class Manifest:
         else:
             for start in range(0, len(self._listed), batch_size):
                 yield self._listed[start:start + batch_size]
+
+
+def of_sources(sources_: Sequence[str], owner: str = "default") -> Manifest:
+    """What ``ingest`` takes (files, folders, globs, fsspec URLs) as a manifest, listed now,
+    so that a missing path fails before any work starts."""
+    return Manifest(" ".join(sources_), None, owner, sources.expand(list(sources_), owner))
 
 
 def read_manifest(manifest: str, catalog: Catalog, batch_size: int,

@@ -12,6 +12,10 @@ from cluster.storage.stores import Store, open_stores
 from pipelines.upload.scan import ClamdScanner
 
 _stores: dict[str, dict[str, Store]] = {}
+# The last settings asked for and their stores: every stage of every asset of a partition
+# asks with one Settings object, and its key() (JSON of the whole configuration) cost more
+# per small file than validating it.
+_last: tuple[Settings, dict[str, Store]] | None = None
 
 
 def catalog(settings: Settings) -> Catalog:
@@ -24,9 +28,13 @@ def _catalog(url: str, retry_s: float) -> Catalog:
 
 
 def stores(settings: Settings) -> dict[str, Store]:
+    global _last
+    if _last is not None and _last[0] is settings:
+        return _last[1]
     key = settings.key()
     if key not in _stores:
         _stores[key] = open_stores(settings)
+    _last = (settings, _stores[key])
     return _stores[key]
 
 

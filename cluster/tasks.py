@@ -157,10 +157,11 @@ def hash_task(job: Job, carry: Carry) -> Carry:
         # Renditions these bytes already have with identical presets, under any recipe, are
         # reused: the same bytes or an unchanged preset is never decoded or encoded again.
         ids = {pid: name for name, pid in planned_outputs(job.recipe, carry.validated).items()}
-        existing = catalog.renditions_by_preset(digest, list(ids))
+        existing = catalog.renditions_by_preset(digest, list(ids)) if ids else {}
         reused = tuple({**row, "preset": ids[preset_id]} for preset_id, row in existing.items())
-        # Media stages read the stored original themselves: no big bytes through Dask.
-        data = carry.data if carry.validated.kind == "image" else None
+        # Media stages read the stored original themselves, and an index renders nothing:
+        # no bytes go further than this stage then.
+        data = carry.data if ids and carry.validated.kind == "image" else None
         return replace(carry, data=data, staged=None, head=b"", sha256=digest, reused=reused,
                        details={"sha256": digest, "stored": created, "bytes": size,
                                 "reused": sorted(r["preset"] for r in reused)})

@@ -181,8 +181,10 @@ class Recipe:
     video: tuple[VideoPreset, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.presets:
-            raise ValueError(f"recipe {self.name!r} has no presets")
+        if self.video and not self.presets:
+            # A video's poster and an audio file's cover are cut with the image presets.
+            raise ValueError(f"recipe {self.name!r} has video presets but no image presets "
+                             "(a recipe with neither indexes only)")
         names = [p.name for p in self.presets + self.video]
         if len(set(names)) != len(names):
             raise ValueError(f"recipe {self.name!r} repeats a preset name: {names}")
@@ -199,6 +201,11 @@ class Recipe:
     @property
     def id(self) -> str:
         return _hash(self.canonical())
+
+    @property
+    def index_only(self) -> bool:
+        """No renditions at all: scan, validate, hash, store the original and record."""
+        return not self.presets and not self.video
 
     def preset_id(self, preset: Preset | VideoPreset) -> str:
         """What a rendition's bytes depend on: the preset and the tools, not its neighbours."""
@@ -219,14 +226,20 @@ DEFAULT_RECIPE = Recipe(
     video=(VideoPreset("h264"),),
 )
 
+# ``mediafarm index``: what every asset gets, and nothing rendered.
+INDEX_RECIPE = Recipe(name="index", presets=())
+
 
 def recipe_from_dict(data: dict) -> Recipe:
-    """Build a recipe from parsed YAML/JSON: ``{name, presets: [{name, width, ...}]}``."""
+    """Build a recipe from parsed YAML/JSON: ``{name, presets: [{name, width, ...}]}``.
+
+    ``presets: []`` with no ``video`` is an index-only recipe (``Recipe.index_only``).
+    """
     if not isinstance(data, dict) or "presets" not in data:
-        raise ValueError("a recipe is a mapping with a 'presets' list")
+        raise ValueError("a recipe is a mapping with a 'presets' list (empty to index only)")
     known = set(Preset.__dataclass_fields__)
     presets = []
-    for item in data["presets"]:
+    for item in data["presets"] or []:
         unknown = set(item) - known
         if unknown:
             raise ValueError(f"preset {item.get('name')!r}: unknown keys {sorted(unknown)}")

@@ -1,4 +1,5 @@
-"""``mediafarm ingest``, ``backfill`` and ``reencode``: the commands that run assets through a farm."""
+"""``mediafarm ingest``, ``backfill``, ``index`` and ``reencode``: the commands that run assets
+through a farm."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from cluster.cli.options import command_settings
 from cluster.cli.progress import CommandProgress
 from cluster.cli.report import print_hints, print_job_outcome, print_reencode, print_table
 from cluster.farm import Farm
-from cluster.manifest import catalog_filter
+from cluster.manifest import catalog_filter, of_sources
 from cluster.storage.sources import expand
 from pipelines.recipe import load_recipe
 
@@ -36,14 +37,25 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_backfill(args: argparse.Namespace) -> int:
-    settings = command_settings(args)
     recipe = load_recipe(args.recipe) if args.recipe else None
+    return _run_bulk(args, "backfill", lambda farm, **options: farm.backfill(
+        args.manifest, recipe, owner=args.owner, **options))
+
+
+def run_index(args: argparse.Namespace) -> int:
+    manifest = of_sources(args.sources, args.owner)  # bad paths fail before a cluster starts
+    return _run_bulk(args, "index", lambda farm, **options: farm.index(manifest, **options))
+
+
+def _run_bulk(args: argparse.Namespace, name: str, run) -> int:
+    """Start the farm, ``run`` the bulk job with the command's options and a progress bar,
+    print its outcome; exit 1 if any asset failed."""
+    settings = command_settings(args)
     with Farm(settings, scheduler_address=args.scheduler) as farm:
         announce(farm)
-        with CommandProgress("backfill") as progress:
-            job = farm.backfill(args.manifest, recipe, batch_size=args.batch_size,
-                                max_in_flight=args.max_in_flight, job_id=args.job_id,
-                                owner=args.owner, progress=progress)
+        with CommandProgress(name) as progress:
+            job = run(farm, batch_size=args.batch_size, max_in_flight=args.max_in_flight,
+                      job_id=args.job_id, progress=progress)
         print_job_outcome(farm.catalog, job, settings.clamd_url, args.json)
     return 0 if not job["counts"].get("failed") else 1
 

@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--json", action="store_true", help="print the job as JSON on stdout")
     backfill.set_defaults(run="ingest:run_backfill")
 
+    index = commands.add_parser(
+        "index", help="scan, validate, hash, store and record files without rendering anything")
+    index.add_argument("sources", nargs="+", metavar="SRC",
+                       help="files, folders, globs or fsspec URLs, as for ingest")
+    index.add_argument("--scheduler", help="Dask scheduler address")
+    index.add_argument("--owner", default="default")
+    index.add_argument("--batch-size", type=positive, help="as for backfill")
+    index.add_argument("--max-in-flight", type=positive, help="as for backfill")
+    index.add_argument("--job-id", help="resume or name the job (default: a new id)")
+    index.add_argument("--json", action="store_true", help="print the job as JSON on stdout")
+    index.set_defaults(run="ingest:run_index")
+
     reencode = commands.add_parser(
         "reencode", help="make what a new recipe changes for the ready assets matching --where")
     reencode.add_argument("--recipe", required=True, help="the new recipe (YAML or JSON)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import ParseResult, urlparse
@@ -25,6 +26,11 @@ from pipelines.upload.hashing import iter_chunks
 # The clamd package sends 1 KiB chunks; 256 KiB chunks scan 1.1-1.25x faster over
 # loopback (benchmarks/bench_scan.py). Chunks must stay under clamd's StreamMaxLength.
 CHUNK = 256 * 1024
+# How long a scanner reuses clamd's VERSION answer. Asking before every scan cost a
+# connection and a round trip per file, as much as the INSTREAM of a 100 KiB photo; and
+# the answer was never exact anyway, since clamd may reload its database between the two
+# calls. Within a second of the answer, a scan's recorded version is as good as before.
+VERSION_TTL_S = 1.0
 _FOUND = re.compile(r"^stream: (?P<signature>.+) FOUND$")
 
 
@@ -92,15 +98,23 @@ class ClamdScanner:
         else:
             self._conn = _UnixClamd(parsed.path, timeout=timeout)
         self.url = url
+        self._version: tuple[float, tuple[str, str]] | None = None  # (asked at, answer)
 
     def version(self) -> tuple[str, str]:
-        """(engine, signature database version); custom databases have no version number."""
+        """(engine, signature database version); custom databases have no version number.
+
+        An answer is reused for ``VERSION_TTL_S`` seconds.
+        """
+        now = time.monotonic()
+        if self._version is not None and now - self._version[0] < VERSION_TTL_S:
+            return self._version[1]
         try:
             answer = self._conn.version()
         except (clamd.ClamdError, OSError) as exc:
             raise _unavailable(self.url, exc) from exc
         engine, _, rest = answer.partition("/")
-        return engine.strip(), (rest.split("/")[0] or "custom")
+        self._version = (now, (engine.strip(), rest.split("/")[0] or "custom"))
+        return self._version[1]
 
     def instream(self, data: bytes | Iterable[bytes]) -> str:
         """Send ``data`` (bytes, or an iterable of chunks of any size: a stream) to clamd

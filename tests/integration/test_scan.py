@@ -10,6 +10,7 @@ import pytest
 from cluster.cli.local_clamd import start_clamd
 from cluster.cli.samples import EICAR
 from pipelines.outcome import Failed, Rejected
+from pipelines.upload import scan as scan_module
 from pipelines.upload.scan import CHUNK, ClamdScanner, scan
 from tests.conftest import SIGNATURES
 
@@ -21,6 +22,21 @@ def test_clean_bytes_pass_with_engine_version_recorded(clamd):
     assert verdict.clean and verdict.signature is None
     assert verdict.engine.startswith("ClamAV ")
     assert verdict.signatures_version  # "custom" for the project's own database
+
+
+def test_the_version_answer_is_reused_within_its_ttl_then_asked_again(tmp_path, monkeypatch):
+    server = start_clamd(SIGNATURES, tmp_path / "clamd")
+    scanner = ClamdScanner(server.url, timeout=2)
+    monkeypatch.setattr(scan_module, "VERSION_TTL_S", 3600)
+    try:
+        first = scanner.version()
+    finally:
+        server.stop()
+    assert scanner.version() == first  # from memory: no connection to the stopped clamd
+    monkeypatch.setattr(scan_module, "VERSION_TTL_S", 0)
+    with pytest.raises(Failed) as caught:  # asked again, and it fails closed
+        scanner.version()
+    assert caught.value.reason == "scanner_unavailable"
 
 
 def test_eicar_is_rejected_as_infected_with_its_signature(clamd):

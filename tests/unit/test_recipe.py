@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pipelines.recipe import DEFAULT_RECIPE, Preset, Recipe, load_recipe, recipe_from_dict
+from pipelines.recipe import (DEFAULT_RECIPE, INDEX_RECIPE, Preset, Recipe, VideoPreset, load_recipe,
+                              recipe_from_dict)
 
 SMALL = Preset("small", 400)
 THUMB = Preset("thumb", 150, 150, fit="cover")
@@ -106,3 +107,18 @@ def test_default_recipe_presets():
         "medium": (800, None, "contain", "webp"),
         "large": (1600, None, "contain", "webp"),
     }
+
+
+def test_a_recipe_with_no_presets_indexes_only(tmp_path):
+    path = tmp_path / "index.yml"
+    path.write_text("name: catalogue\npresets: []\n")
+    recipe = load_recipe(path)
+    assert recipe.index_only and INDEX_RECIPE.index_only
+    assert not DEFAULT_RECIPE.index_only
+    assert recipe.id != INDEX_RECIPE.id  # the name is part of what the id hashes
+
+
+def test_video_presets_without_image_presets_are_refused():
+    # A video's poster and an audio file's cover are cut with the image presets.
+    with pytest.raises(ValueError, match="no image presets"):
+        Recipe("r", (), video=(VideoPreset("h264"),))
