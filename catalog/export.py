@@ -10,11 +10,12 @@ stores accept: a local folder, ``s3://``, ``r2://`` with the same storage option
 
 Rows are read from the catalog straight into Arrow record batches (``catalog.export_arrow``:
 ADBC's PostgreSQL driver over ``COPY ... (FORMAT BINARY)``; on SQLite the standard library's
-cursor, column by column), at most ``batch_rows`` at a time, with the explicit schemas of
-``SCHEMAS`` (``catalog.export_datasets``: the schemas and the queries), and written as they
-come by one ``pyarrow.parquet.ParquetWriter`` per partition file; rows come ordered by their change
-timestamp, so a day's files are closed as soon as the next day starts and memory stays
-flat whatever the catalog's size.
+cursor, column by column), at most ``batch_rows`` at a time, with the explicit schemas
+of ``SCHEMAS`` (``catalog.export_datasets``: the schemas and the queries); the next batch
+is read in a thread while one is written by one ``pyarrow.parquet.ParquetWriter`` per
+partition file;
+rows come ordered by their change timestamp, so a day's files are closed as soon as the
+next day starts and memory stays flat whatever the catalog's size.
 Files are zstd-compressed and partitioned hive-style by the UTC day of the row's
 change timestamp and by media type (``image``, ``video``, ``audio``, ``unknown``).
 
@@ -165,7 +166,8 @@ def _export_dataset(catalog: Catalog, destination: Destination, name: str, run: 
     writer = _PartitionedWriter(destination, name, run, row_group_rows=batch_rows)
     rows, latest = 0, None
     try:
-        with read_ahead(batches(catalog, name, previous, cutoff, batch_rows)) as read:
+        with read_ahead(batches(catalog, name, previous, cutoff, batch_rows),
+                        depth=0 if _in_memory(catalog) else 1) as read:
             for batch in read:
                 writer.write(batch)
                 rows += batch.num_rows
@@ -180,6 +182,13 @@ def _export_dataset(catalog: Catalog, destination: Destination, name: str, run: 
         result.update(rows=rows, watermark=_iso(latest),
                       files=sorted(destination.relative(p) for p in writer.paths))
     return result
+
+
+def _in_memory(catalog: Catalog) -> bool:
+    # An in-memory SQLite catalog is one database per thread (SingletonThreadPool): no
+    # reading ahead in another thread.
+    url = catalog.engine.url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
 class _PartitionedWriter:

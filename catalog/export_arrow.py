@@ -11,9 +11,12 @@ and the sort spills less.
 
 SQLite: the standard library's cursor, ``batch_rows`` rows at a time, each column made one
 Arrow array (timestamps parsed by Arrow from SQLite's text, not one by one in Python).
-ADBC's SQLite driver does not fit: it infers each column's type from the first rows, and a
-column that starts with NULLs (``metric_name`` until a quality search runs) becomes an
-integer and fails at the first text value.
+ADBC's SQLite driver read about twice as fast, but does not fit: it carries its own copy of
+SQLite (3.53 beside Python's), and two copies in one process break each other's POSIX locks
+(sqlite.org/howtocorrupt.html, 2.2.1): with the catalog's pooled connections open, an export
+read stale rows and the file then gave "disk I/O error". It also infers each column's type
+from the first batch: a column that starts with NULLs becomes an integer and fails at the
+first text value.
 """
 
 from __future__ import annotations

@@ -22,8 +22,12 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[Iterator[T]]:
     """``items`` taken in a thread, at most ``depth`` ahead of the caller; errors re-raised.
 
     Leaving the block early stops the thread after its current item and closes ``items``
-    there (a generator's ``finally`` runs in the thread that iterates it).
+    there (a generator's ``finally`` runs in the thread that iterates it). ``depth=0``:
+    no thread, ``items`` as they are (for readers bound to the caller's thread).
     """
+    if depth == 0:
+        yield items
+        return
     waiting: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

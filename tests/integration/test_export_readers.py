@@ -188,3 +188,17 @@ def test_both_readers_export_the_same_datasets(catalog_url, tmp_path):
 def test_an_unknown_reader_is_refused(sqlite_url, tmp_path):
     with pytest.raises(ValueError, match="no reader 'pandas'"):
         export(Catalog(sqlite_url), str(tmp_path), reader="pandas")
+
+
+
+def test_an_in_memory_sqlite_catalog_is_read_in_the_callers_thread(tmp_path):
+    # One database per thread there (and per process: the engine is cached, so only this
+    # test may fill it): a reader in another thread would find it empty.
+    from catalog import upgrade
+
+    upgrade("sqlite://")
+    catalog = Catalog("sqlite://")
+    populate(catalog)
+    for reader in ("arrow", "rows"):
+        report = export(catalog, str(tmp_path / reader), reader=reader)
+        assert report["datasets"]["renditions"]["rows"] == 3, reader

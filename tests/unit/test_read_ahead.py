@@ -57,3 +57,11 @@ def test_leaving_early_stops_the_thread_and_closes_the_reader():
                 raise RuntimeError("disk full")
     assert closed.is_set()
     assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
+
+
+def test_depth_zero_reads_in_the_callers_thread():
+    def where():
+        yield threading.current_thread()
+
+    with read_ahead(where(), depth=0) as items:
+        assert list(items) == [threading.current_thread()]
