@@ -24,7 +24,8 @@ interleaved within each round:
 
 Timed in the child, from just before the first query to the last file closed (imports
 and the interpreter's start are not timed; the export is started 5 ms before a whole second,
-so that its wait for the next whole second costs ~5 ms): rows/s = rows / that time. The
+so that its wait for the next whole second costs ~5 ms): rows/s = rows / that time; CPU s
+is the child's own CPU time over it (all its threads; not the database server's). The
 parent also times the whole command (interpreter start, imports, export, exit) and samples
 the child's RSS with psutil every 50 ms: reported are the peak and the peak above the
 child's RSS just before the timed part (its imports). Figures are medians over the rounds;
@@ -49,6 +50,7 @@ import io
 import json
 import os
 import platform
+import resource
 import secrets
 import sqlite3
 import statistics
@@ -199,13 +201,20 @@ def child(reader: str, url: str, out: str, batch_rows: int) -> dict:
     # The export first waits for the next whole second; start just before one, so that
     # the wait (up to a second, whatever the size) does not blur the figures.
     time.sleep(max(0.0, 0.995 - time.time() % 1))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     report = export(catalog, out, datasets=("renditions",), batch_rows=batch_rows, reader=reader)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
     files = report["datasets"]["renditions"]["files"]
-    return {"rows": report["datasets"]["renditions"]["rows"], "wall_s": wall, "files": len(files),
+    return {"rows": report["datasets"]["renditions"]["rows"], "wall_s": wall, "cpu_s": cpu,
+            "files": len(files),
             "bytes_written": sum((Path(out) / f).stat().st_size for f in files),
             "rss_before_mib": rss_before / MIB}
+
+
+def _cpu() -> float:
+    """This process's CPU seconds, all threads (the database server's are not in it)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Sampler:
@@ -248,7 +257,8 @@ def run(reader: str, url: str, out: Path, batch_rows: int) -> dict:
     result.update(peak_rss_mib=round(peak, 1),
                   peak_above_start_mib=round(peak - result["rss_before_mib"], 1),
                   rows_per_s=round(result["rows"] / result["wall_s"]),
-                  wall_s=round(result["wall_s"], 2), command_s=round(command_s, 2),
+                  wall_s=round(result["wall_s"], 2), cpu_s=round(result["cpu_s"], 2),
+                  command_s=round(command_s, 2),
                   rss_before_mib=round(result["rss_before_mib"], 1))
     return result
 
@@ -295,7 +305,7 @@ def catalogs(databases: Iterable[str], folder: Path) -> Iterator[dict[str, str]]
 
 def summarise(results: list[dict]) -> dict:
     summary = {key: statistics.median(r[key] for r in results) for key in (
-        "rows_per_s", "wall_s", "command_s", "peak_rss_mib", "peak_above_start_mib",
+        "rows_per_s", "wall_s", "cpu_s", "command_s", "peak_rss_mib", "peak_above_start_mib",
         "rss_before_mib", "bytes_written")}
     summary.update(rows=results[0]["rows"], files=results[0]["files"])
     return summary
@@ -358,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                         run(reader, url, Path(tmp) / f"{database}-{reader}-{n}", args.batch_rows))
         for database in urls:
             summary = {reader: summarise(runs[database][reader]) for reader in READERS}
-            for key in ("rows_per_s", "command_s", "peak_rss_mib", "peak_above_start_mib"):
+            for key in ("rows_per_s", "cpu_s", "command_s", "peak_rss_mib", "peak_above_start_mib"):
                 summary[f"ratio_{key}"] = round(summary["arrow"][key] / summary["rows"][key], 2)
             report["summary"][database] = summary
         report["runs"] = runs
@@ -398,16 +408,18 @@ def print_report(report: dict) -> None:
     print(f"1-minute load average {info['load_before']:.1f} before, {info['load_after']:.1f} after")
     print(f"{info['rows']:,} renditions; filled in " + ", ".join(
         f"{d} {s} s" for d, s in report["fill_s"].items()))
-    print(f"\n{'':<20}{'rows':>11}{'wall s':>9}{'rows/s':>10}{'command s':>11}"
+    print(f"\n{'':<20}{'rows':>11}{'wall s':>9}{'rows/s':>10}{'CPU s':>8}{'command s':>11}"
           f"{'peak RSS MiB':>14}{'above start':>13}{'files':>7}{'MiB written':>13}")
     for database, summary in report["summary"].items():
         for reader in READERS:
             row = summary[reader]
             print(f"{database + ' ' + reader:<20}{row['rows']:>11,}{row['wall_s']:>9.2f}"
-                  f"{row['rows_per_s']:>10,.0f}{row['command_s']:>11.2f}{row['peak_rss_mib']:>14.0f}"
+                  f"{row['rows_per_s']:>10,.0f}{row['cpu_s']:>8.2f}{row['command_s']:>11.2f}"
+                  f"{row['peak_rss_mib']:>14.0f}"
                   f"{row['peak_above_start_mib']:>13.0f}{row['files']:>7}"
                   f"{row['bytes_written'] / MIB:>13.1f}")
-        print(f"{database} arrow / rows: rows/s {summary['ratio_rows_per_s']}x, command "
+        print(f"{database} arrow / rows: rows/s {summary['ratio_rows_per_s']}x, CPU "
+              f"{summary['ratio_cpu_s']}x, command "
               f"{summary['ratio_command_s']}x, peak RSS {summary['ratio_peak_rss_mib']}x, peak "
               f"above start {summary['ratio_peak_above_start_mib']}x (medians of {info['rounds']})")
     for database, result in report["incremental"].items():
