@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -60,8 +60,8 @@ from catalog.export_datasets import (CHANGE_COLUMN, DATASETS, JSON_COLUMNS, JSON
 from catalog.export_arrow import DIALECTS, arrow_batches
 from catalog.export_rows import row_batches
 from catalog.models import ExportWatermark
-from catalog.read_ahead import read_ahead
 from catalog.repository import Catalog, utcnow
+from pipelines.transform.readahead import ReadAhead
 
 __all__ = [
     "CHANGE_COLUMN", "DATASETS", "JSON_COLUMNS", "JSON_TEXT", "KEYS", "MEDIA_TYPE_FROM",
@@ -166,8 +166,7 @@ def _export_dataset(catalog: Catalog, destination: Destination, name: str, run: 
     writer = _PartitionedWriter(destination, name, run, row_group_rows=batch_rows)
     rows, latest = 0, None
     try:
-        with read_ahead(batches(catalog, name, previous, cutoff, batch_rows),
-                        depth=0 if _in_memory(catalog) else 1) as read:
+        with _read_ahead(catalog, batches(catalog, name, previous, cutoff, batch_rows)) as read:
             for batch in read:
                 writer.write(batch)
                 rows += batch.num_rows
@@ -184,11 +183,17 @@ def _export_dataset(catalog: Catalog, destination: Destination, name: str, run: 
     return result
 
 
-def _in_memory(catalog: Catalog) -> bool:
-    # An in-memory SQLite catalog is one database per thread (SingletonThreadPool): no
-    # reading ahead in another thread.
+def _read_ahead(catalog: Catalog, batches: Iterator[pa.RecordBatch]):
+    """The next batch read in a thread while this one writes the current one.
+
+    Reading (ADBC decoding PostgreSQL's binary rows; sqlite3 stepping) and writing
+    (partition filters, zstd) both let go of the GIL, so on two cores they overlap. An
+    in-memory SQLite catalog is one database per thread (SingletonThreadPool): read there.
+    """
     url = catalog.engine.url
-    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return contextlib.nullcontext(batches)
+    return ReadAhead(batches, 1, "export-read-ahead")
 
 
 class _PartitionedWriter:
