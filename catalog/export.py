@@ -13,9 +13,8 @@ ADBC's PostgreSQL driver over ``COPY ... (FORMAT BINARY)``; on SQLite the standa
 cursor, column by column), at most ``batch_rows`` at a time, with the explicit schemas
 of ``SCHEMAS`` (``catalog.export_datasets``: the schemas and the queries); the next batch
 is read in a thread while one is written by one ``pyarrow.parquet.ParquetWriter`` per
-partition file;
-rows come ordered by their change timestamp, so a day's files are closed as soon as the
-next day starts and memory stays flat whatever the catalog's size.
+partition file; rows come ordered by their change timestamp, so a day's files are closed
+as soon as the next day starts and memory stays flat whatever the catalog's size.
 Files are zstd-compressed and partitioned hive-style by the UTC day of the row's
 change timestamp and by media type (``image``, ``video``, ``audio``, ``unknown``).
 
@@ -40,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -183,7 +182,8 @@ def _export_dataset(catalog: Catalog, destination: Destination, name: str, run: 
     return result
 
 
-def _read_ahead(catalog: Catalog, batches: Iterator[pa.RecordBatch]):
+def _read_ahead(catalog: Catalog, batches: Iterator[pa.RecordBatch]
+                ) -> contextlib.AbstractContextManager[Iterable[pa.RecordBatch]]:
     """The next batch read in a thread while this one writes the current one.
 
     Reading (ADBC decoding PostgreSQL's binary rows; sqlite3 stepping) and writing
