@@ -1,38 +1,44 @@
-"""Parquet export of a catalog with a million renditions (issue 8), against plain pandas.
+"""Parquet export of a catalog with a million renditions: the Arrow-native reader against the
+row-wise one, on PostgreSQL and on SQLite (issue 19).
 
-A fresh PostgreSQL database (``mediafarm_bench_<hex>``, migrated, dropped afterwards) is
-filled with ``COPY`` through psycopg: one recipe, ``--rows / --presets`` original blobs and
-ready assets, ``--rows`` rendition blobs and ``--rows`` renditions (``--presets`` per asset).
-Foreign key triggers are off while it loads (``session_replication_role = replica``; the
-rows are consistent by construction). Media types are 90% image (WebP), 8% video (MP4), 2% audio; ``created_at`` walks forward
-over ``--days`` days in insertion order, as a catalog filled over time would. ``ANALYZE``
-runs before anything is timed.
+Two catalogs hold the same generated rows: a fresh PostgreSQL database
+(``mediafarm_bench_<hex>``, migrated, filled with ``COPY`` through psycopg, dropped
+afterwards) and a migrated SQLite file (filled with ``executemany``). One recipe,
+``--rows / --presets`` original blobs and ready assets, ``--rows`` rendition blobs and
+``--rows`` renditions (``--presets`` per asset). Foreign key triggers are off while
+PostgreSQL loads (``session_replication_role = replica``; the rows are consistent by
+construction). Media types are 90% image (WebP), 8% video (MP4), 2% audio; ``created_at``
+walks forward over ``--days`` days in insertion order, as a catalog filled over time would.
+``ANALYZE`` runs before anything is timed.
 
-Two ways to write the ``renditions`` table to Parquet (zstd both), each in its own fresh
-Python process (``--child``), ``--rounds`` times interleaved:
+The ``renditions`` dataset is exported with
+``catalog.export.export(catalog, folder, datasets=("renditions",), reader=...)`` (joined
+with the source and output blobs, partitioned by day and media type, zstd), each run in its
+own fresh Python process (``--child``), ``--rounds`` times, the databases and readers
+interleaved within each round:
 
-- *ours*: ``catalog.export.export(catalog, folder, datasets=("renditions",))``: a
-  server-side cursor, ``--batch-rows`` rows at a time, ordered by ``created_at``, joined with
-  the source and output blobs, explicit Arrow schema, ``pyarrow.dataset.write_dataset``
-  into day / media type partitions;
-- *pandas*: ``pandas.read_sql("SELECT * FROM renditions", engine)`` then
-  ``DataFrame.to_parquet(path, compression="zstd")`` (one file, no joins, no partitions).
+- *arrow*: ``catalog.export_arrow``: ADBC's PostgreSQL driver (``COPY ... (FORMAT BINARY)``
+  decoded into Arrow in C); on SQLite the sqlite3 cursor, each column one Arrow array;
+- *rows*: ``catalog.export_rows``: the row-wise reader through SQLAlchemy (a server-side
+  cursor on PostgreSQL), the export's path before issue 19, measured in the same run.
 
 Timed in the child, from just before the first query to the last file closed (imports
-and the interpreter's start are not timed; *ours* is started 5 ms before a whole second,
-so that its wait for the next whole second costs ~5 ms): rows/s = rows / that time. Memory: the parent
-samples the child's RSS with psutil every 50 ms; reported are the peak and the peak
-above the child's RSS just before the timed part (its imports). Ratios are ours / pandas
-(rows/s: higher is better for ours; memory: lower is better for ours).
+and the interpreter's start are not timed; the export is started 5 ms before a whole second,
+so that its wait for the next whole second costs ~5 ms): rows/s = rows / that time; CPU s
+is the child's own CPU time over it (all its threads; not the database server's). The
+parent also times the whole command (interpreter start, imports, export, exit) and samples
+the child's RSS with psutil every 50 ms: reported are the peak and the peak above the
+child's RSS just before the timed part (its imports). Figures are medians over the rounds;
+ratios are arrow / rows.
 
 Then the incremental path: ``--increment`` new renditions are inserted (stamped now) and
-*ours* exports again into the same folder: only those rows are read and written.
+*arrow* exports again into the same folder: only those rows are read and written.
 
 Run from the repository root (needs PostgreSQL, as for the tests)::
 
     .venv/bin/python benchmarks/bench_export.py                   # 1,000,000 renditions
     .venv/bin/python benchmarks/bench_export.py --rows 100000 --rounds 1
-    .venv/bin/python benchmarks/bench_export.py --json
+    .venv/bin/python benchmarks/bench_export.py --databases sqlite --json
 """
 
 from __future__ import annotations
@@ -44,14 +50,16 @@ import io
 import json
 import os
 import platform
+import resource
 import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -61,145 +69,152 @@ if str(REPO) not in sys.path:  # tests.services.postgres, when run as a script
     sys.path.insert(0, str(REPO))
 
 MIB = 1024 * 1024
-RECIPE = "r" * 32
+RECIPE, RECIPE_2 = "r" * 32, "s" * 32
 COPY_CHUNK = 50_000
 KINDS = [("image/webp", "webp")] * 45 + [("video/mp4", "mp4")] * 4 + [("audio/mp4", "m4a")]
+SOURCE_TYPES = {"image/webp": "image/jpeg", "video/mp4": "video/mp4", "audio/mp4": "audio/mpeg"}
+DATABASES = ("postgresql", "sqlite")
+READERS = ("arrow", "rows")
+BLOB_COLUMNS = ("sha256", "size", "media_type", "store", "media_metadata", "created_at")
+RENDITION_COLUMNS = ("source_sha256", "recipe_id", "preset", "output_sha256", "format",
+                     "media_type", "width", "height", "bytes", "quality", "preset_id",
+                     "metric_name", "metric_value", "encoder", "tool_versions", "created_at")
 
 
-# -- the catalog -------------------------------------------------------------------------------
+# -- the catalog's rows, the same for both databases ---------------------------------------------
 
 
 def _digest(kind: str, index: int) -> str:
     return hashlib.sha256(f"{kind}-{index}".encode()).hexdigest()
 
 
-def _copy(conn, table: str, columns: str, lines: Iterator[str]) -> None:
-    with conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        buffer = io.StringIO()
-        count = 0
-        for line in lines:
-            buffer.write(line)
-            count += 1
-            if count % COPY_CHUNK == 0:
-                copy.write(buffer.getvalue())
-                buffer = io.StringIO()
-        copy.write(buffer.getvalue())
-
-
-def fill(url: str, rows: int, presets: int, days: int, start: datetime) -> dict:
-    """COPY the catalog's rows; returns counts and the time it took."""
-    import psycopg
-
-    from catalog.db import normalise_url
-    from sqlalchemy.engine import make_url
-
-    began = time.perf_counter()
+def catalog_rows(rows: int, presets: int, days: int, start: datetime) -> list[tuple]:
+    """``(table, columns, rows)`` in load order; rows are lazy tuples of Python values."""
     assets = rows // presets
     span = timedelta(days=days).total_seconds()
-    conninfo = make_url(normalise_url(url)).set(drivername="postgresql").render_as_string(False)
 
-    def stamp(asset: int) -> str:
-        return (start + timedelta(seconds=span * asset / max(assets, 1))).isoformat()
+    def stamp(asset: int) -> datetime:
+        return start + timedelta(seconds=span * asset / max(assets, 1))
 
     def kind(asset: int) -> tuple[str, str]:
         return KINDS[asset % len(KINDS)]
 
-    with psycopg.connect(conninfo) as conn:
+    return [
+        ("recipes", ("id", "name", "definition", "created_at"), [(RECIPE, "bench", "{}", start)]),
+        ("blobs", BLOB_COLUMNS, (
+            (_digest("src", a), 200_000 + a % 5_000_000, SOURCE_TYPES[kind(a)[0]], "originals",
+             '{"width": 4000, "height": 3000}', stamp(a)) for a in range(assets))),
+        ("blobs", BLOB_COLUMNS, (
+            (_digest("out", r), 3_000 + (r * 7919) % 400_000, kind(r // presets)[0], "renditions",
+             None, stamp(r // presets)) for r in range(assets * presets))),
+        ("assets", ("id", "owner", "source_uri", "source_fingerprint", "recipe_id", "status",
+                    "retryable", "sha256", "current_version", "attempt", "created_at",
+                    "updated_at"), (
+            (f"asset-{a:09d}", f"owner-{a % 100}", f"s3://uploads/{a:09d}.jpg", f"{a}:1", RECIPE,
+             "ready", False, _digest("src", a), 1, 1, stamp(a), stamp(a)) for a in range(assets))),
+        ("renditions", RENDITION_COLUMNS, (
+            (_digest("src", r // presets), RECIPE, f"preset-{r % presets}", _digest("out", r),
+             kind(r // presets)[1], kind(r // presets)[0], 160 * (1 + r % presets),
+             120 * (1 + r % presets), 3_000 + (r * 7919) % 400_000, 60 + r % 40,
+             f"pid-{r % presets}", "ssim", 0.9 + (r % 97) / 1000,
+             '{"effort": 2, "smart_subsample": true}', '{"libvips": "8.16.0"}', stamp(r // presets))
+            for r in range(assets * presets))),
+    ]
+
+
+def increment_rows(count: int, presets: int, now: datetime) -> list[tuple]:
+    """``count`` new renditions of existing assets under a second recipe, stamped ``now``."""
+    return [
+        ("recipes", ("id", "name", "definition", "created_at"), [(RECIPE_2, "bench-2", "{}", now)]),
+        ("renditions", RENDITION_COLUMNS, (
+            (_digest("src", r // presets), RECIPE_2, f"preset-{r % presets}", _digest("out", r),
+             "webp", "image/webp", 320, 240, 9000, 75, f"pid2-{r % presets}", None, None, None,
+             '{"libvips": "8.16.0"}', now) for r in range(count))),
+    ]
+
+
+def _copy_text(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def fill_postgresql(url: str, tables: list[tuple]) -> None:
+    import psycopg
+
+    with psycopg.connect(make_conninfo(url)) as conn:
         # The rows are consistent by construction: skip the per-row foreign key triggers.
         conn.execute("SET session_replication_role = replica")
-        conn.execute("INSERT INTO recipes (id, name, definition, created_at) "
-                     "VALUES (%s, 'bench', '{}', %s)", (RECIPE, start))
-        source_types = {"image/webp": "image/jpeg", "video/mp4": "video/mp4",
-                        "audio/mp4": "audio/mpeg"}
-        _copy(conn, "blobs", "sha256, size, media_type, store, media_metadata, created_at", (
-            f"{_digest('src', a)}\t{200_000 + a % 5_000_000}\t{source_types[kind(a)[0]]}\t"
-            f"originals\t{{\"width\": 4000, \"height\": 3000}}\t{stamp(a)}\n"
-            for a in range(assets)))
-        _copy(conn, "blobs", "sha256, size, media_type, store, media_metadata, created_at", (
-            f"{_digest('out', r)}\t{3_000 + (r * 7919) % 400_000}\t{kind(r // presets)[0]}\t"
-            f"renditions\t\\N\t{stamp(r // presets)}\n" for r in range(assets * presets)))
-        _copy(conn, "assets", "id, owner, source_uri, source_fingerprint, recipe_id, status, "
-              "retryable, sha256, current_version, attempt, created_at, updated_at", (
-                  f"asset-{a:09d}\towner-{a % 100}\ts3://uploads/{a:09d}.jpg\t{a}:1\t{RECIPE}\t"
-                  f"ready\tf\t{_digest('src', a)}\t1\t1\t{stamp(a)}\t{stamp(a)}\n"
-                  for a in range(assets)))
-        _copy(conn, "renditions", "source_sha256, recipe_id, preset, output_sha256, format, "
-              "media_type, width, height, bytes, quality, preset_id, metric_name, metric_value, "
-              "encoder, tool_versions, created_at", (
-                  f"{_digest('src', r // presets)}\t{RECIPE}\tpreset-{r % presets}\t"
-                  f"{_digest('out', r)}\t{kind(r // presets)[1]}\t{kind(r // presets)[0]}\t"
-                  f"{160 * (1 + r % presets)}\t{120 * (1 + r % presets)}\t"
-                  f"{3_000 + (r * 7919) % 400_000}\t{60 + r % 40}\tpid-{r % presets}\tssim\t"
-                  f"{0.9 + (r % 97) / 1000}\t{{\"effort\": 2, \"smart_subsample\": true}}\t"
-                  f"{{\"libvips\": \"8.16.0\"}}\t{stamp(r // presets)}\n"
-                  for r in range(assets * presets)))
+        for table, columns, rows in tables:
+            with conn.cursor() as cur, \
+                    cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                buffer = io.StringIO()
+                for count, row in enumerate(rows, 1):
+                    buffer.write("\t".join(map(_copy_text, row)) + "\n")
+                    if count % COPY_CHUNK == 0:
+                        copy.write(buffer.getvalue())
+                        buffer = io.StringIO()
+                copy.write(buffer.getvalue())
         conn.commit()
         conn.autocommit = True
         conn.execute("ANALYZE")
-        size = conn.execute("SELECT pg_total_relation_size('renditions')").fetchone()[0]
-    return {"assets": assets, "renditions": assets * presets, "blobs": assets * (presets + 1),
-            "renditions_table_mib": round(size / MIB, 1),
-            "fill_s": round(time.perf_counter() - began, 1)}
 
 
-def add_renditions(url: str, count: int, presets: int) -> None:
-    """``count`` new renditions of existing assets under a second recipe, stamped now."""
-    import psycopg
+def _sqlite_value(value):
+    # As SQLAlchemy stores them: naive UTC text with microseconds, booleans as 0/1.
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return int(value) if isinstance(value, bool) else value
 
-    from catalog.db import normalise_url
+
+def fill_sqlite(url: str, tables: list[tuple]) -> None:
     from sqlalchemy.engine import make_url
 
-    conninfo = make_url(normalise_url(url)).set(drivername="postgresql").render_as_string(False)
-    with psycopg.connect(conninfo) as conn:
-        conn.execute("INSERT INTO recipes (id, name, definition) VALUES (%s, 'bench-2', '{}')",
-                     ("s" * 32,))
-        _copy(conn, "renditions", "source_sha256, recipe_id, preset, output_sha256, format, "
-              "media_type, width, height, bytes, quality, preset_id, encoder, tool_versions", (
-                  f"{_digest('src', r // presets)}\t{'s' * 32}\tpreset-{r % presets}\t"
-                  f"{_digest('out', r)}\twebp\timage/webp\t320\t240\t9000\t75\tpid2-{r % presets}"
-                  f"\t\\N\t{{\"libvips\": \"8.16.0\"}}\n" for r in range(count)))
+    with contextlib.closing(sqlite3.connect(make_url(url).database)) as conn:
+        for table, columns, rows in tables:
+            marks = ", ".join("?" * len(columns))
+            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                             (tuple(map(_sqlite_value, row)) for row in rows))
+        conn.commit()
+        conn.execute("ANALYZE")
 
 
-# -- the two ways, each in a child process --------------------------------------------------------
+def fill(database: str, url: str, tables: list[tuple]) -> float:
+    began = time.perf_counter()
+    (fill_postgresql if database == "postgresql" else fill_sqlite)(url, tables)
+    return round(time.perf_counter() - began, 1)
 
 
-def child(method: str, url: str, out: str, batch_rows: int) -> dict:
+# -- one export, in a child process ----------------------------------------------------------------
+
+
+def child(reader: str, url: str, out: str, batch_rows: int) -> dict:
     import psutil
 
     from catalog import Catalog
     from catalog.export import export
 
-    if method == "ours":
-        catalog = Catalog(url)
-        rss_before = psutil.Process().memory_info().rss
-        # The export first waits for the next whole second; start just before one, so that
-        # the wait (up to a second, whatever the size) does not blur the figures.
-        time.sleep(max(0.0, 0.995 - time.time() % 1))
-        start = time.perf_counter()
-        report = export(catalog, out, datasets=("renditions",), batch_rows=batch_rows)
-        wall = time.perf_counter() - start
-        rows = report["datasets"]["renditions"]["rows"]
-        files = report["datasets"]["renditions"]["files"]
-        written = sum((Path(out) / f).stat().st_size for f in files)
-        files = len(files)
-    else:
-        import pandas as pd
-        import pyarrow  # noqa: F401  (to_parquet's engine, imported before timing as ours is)
-        from sqlalchemy import create_engine
-
-        from catalog.db import normalise_url
-
-        engine = create_engine(normalise_url(url))
-        rss_before = psutil.Process().memory_info().rss
-        start = time.perf_counter()
-        frame = pd.read_sql("SELECT * FROM renditions", engine)
-        Path(out).mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(Path(out) / "renditions.parquet", compression="zstd")
-        wall = time.perf_counter() - start
-        rows, files = len(frame), 1
-        written = (Path(out) / "renditions.parquet").stat().st_size
-    return {"rows": rows, "wall_s": wall, "files": files, "bytes_written": written,
+    catalog = Catalog(url)
+    rss_before = psutil.Process().memory_info().rss
+    # The export first waits for the next whole second; start just before one, so that
+    # the wait (up to a second, whatever the size) does not blur the figures.
+    time.sleep(max(0.0, 0.995 - time.time() % 1))
+    start, cpu = time.perf_counter(), _cpu()
+    report = export(catalog, out, datasets=("renditions",), batch_rows=batch_rows, reader=reader)
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
+    files = report["datasets"]["renditions"]["files"]
+    return {"rows": report["datasets"]["renditions"]["rows"], "wall_s": wall, "cpu_s": cpu,
+            "files": len(files),
+            "bytes_written": sum((Path(out) / f).stat().st_size for f in files),
             "rss_before_mib": rss_before / MIB}
+
+
+def _cpu() -> float:
+    """This process's CPU seconds, all threads (the database server's are not in it)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Sampler:
@@ -227,20 +242,24 @@ class Sampler:
         return self.peak / MIB
 
 
-def run(method: str, url: str, out: Path, batch_rows: int) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--url", url,
+def run(reader: str, url: str, out: Path, batch_rows: int) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", reader, "--url", url,
                "--out", str(out), "--batch-rows", str(batch_rows)]
+    began = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     sampler = Sampler(process.pid)
     stdout, _ = process.communicate()
+    command_s = time.perf_counter() - began
     peak = sampler.stop()
     if process.returncode != 0:
-        raise RuntimeError(f"{method} failed with exit status {process.returncode}")
+        raise RuntimeError(f"{reader} failed with exit status {process.returncode}")
     result = json.loads(stdout)
     result.update(peak_rss_mib=round(peak, 1),
                   peak_above_start_mib=round(peak - result["rss_before_mib"], 1),
                   rows_per_s=round(result["rows"] / result["wall_s"]),
-                  wall_s=round(result["wall_s"], 2), rss_before_mib=round(result["rss_before_mib"], 1))
+                  wall_s=round(result["wall_s"], 2), cpu_s=round(result["cpu_s"], 2),
+                  command_s=round(command_s, 2),
+                  rss_before_mib=round(result["rss_before_mib"], 1))
     return result
 
 
@@ -266,70 +285,105 @@ def bench_database(base_url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+@contextlib.contextmanager
+def catalogs(databases: Iterable[str], folder: Path) -> Iterator[dict[str, str]]:
+    """A migrated, empty catalog URL per database."""
+    from catalog import upgrade
+    from tests.services.postgres import server_url
+
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        if "postgresql" in databases:
+            urls["postgresql"] = stack.enter_context(bench_database(
+                stack.enter_context(server_url())))
+        if "sqlite" in databases:
+            urls["sqlite"] = f"sqlite:///{folder / 'catalog.sqlite'}"
+        for url in urls.values():
+            upgrade(url)
+        yield urls
+
+
+def summarise(results: list[dict]) -> dict:
+    summary = {key: statistics.median(r[key] for r in results) for key in (
+        "rows_per_s", "wall_s", "cpu_s", "command_s", "peak_rss_mib", "peak_above_start_mib",
+        "rss_before_mib", "bytes_written")}
+    summary.update(rows=results[0]["rows"], files=results[0]["files"])
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="renditions (default 1,000,000)")
     parser.add_argument("--presets", type=int, default=4, help="renditions per asset (default 4)")
     parser.add_argument("--days", type=int, default=30, help="days the rows span (default 30)")
     parser.add_argument("--batch-rows", type=int, default=50_000, help="export batch (default 50,000)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--databases", default=",".join(DATABASES),
+                        help="comma-separated: postgresql, sqlite (default both)")
     parser.add_argument("--increment", type=int, default=10_000,
                         help="new renditions for the incremental export (default 10,000; 0 skips)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--child", choices=["ours", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=READERS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         json.dump(child(args.child, args.url, args.out, args.batch_rows), sys.stdout)
         return 0
+    databases = [d for d in args.databases.split(",") if d]
+    if set(databases) - set(DATABASES):
+        parser.error(f"--databases: choose from {', '.join(DATABASES)}")
 
-    import duckdb
-    import pandas
+    import adbc_driver_postgresql
     import psycopg
     import pyarrow
+    import sqlalchemy
 
-    from catalog import upgrade
-    from tests.services.postgres import server_url
-
-    report: dict = {"info": {"cores": os.cpu_count(), "python": platform.python_version(),
-                             "pyarrow": pyarrow.__version__, "pandas": pandas.__version__,
-                             "psycopg": psycopg.__version__, "duckdb": duckdb.__version__,
-                             "platform": platform.platform(), "batch_rows": args.batch_rows}}
-    with server_url() as base, bench_database(base) as url, \
-            tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
-        upgrade(url)
-        with psycopg.connect(make_conninfo(url)) as conn:
-            report["info"]["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
-        print(f"filling {args.rows:,} renditions", file=sys.stderr, flush=True)
+    report: dict = {"info": {
+        "cores": os.cpu_count(), "python": platform.python_version(),
+        "pyarrow": pyarrow.__version__, "adbc_driver_postgresql": adbc_driver_postgresql.__version__,
+        "psycopg": psycopg.__version__, "sqlalchemy": sqlalchemy.__version__,
+        "sqlite": sqlite3.sqlite_version, "platform": platform.platform(),
+        "batch_rows": args.batch_rows, "rows": args.rows, "rounds": args.rounds,
+        # The machine may be shared: say how busy it was (1-minute load, before and after).
+        "load_before": os.getloadavg()[0]},
+        "fill_s": {}, "summary": {}, "runs": {}, "incremental": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp, \
+            catalogs(databases, Path(tmp)) as urls:
+        if "postgresql" in urls:
+            with psycopg.connect(make_conninfo(urls["postgresql"])) as conn:
+                report["info"]["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
         start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=args.days + 1)
-        report["catalog"] = fill(url, args.rows, args.presets, args.days, start)
-        runs: dict[str, list] = {"ours": [], "pandas": []}
+        for database, url in urls.items():
+            print(f"filling {database} with {args.rows:,} renditions", file=sys.stderr, flush=True)
+            report["fill_s"][database] = fill(database, url, catalog_rows(
+                args.rows, args.presets, args.days, start))
+        runs = {d: {r: [] for r in READERS} for d in urls}
         for n in range(1, args.rounds + 1):
-            for method in ("ours", "pandas"):
-                print(f"round {n}/{args.rounds}: {method}", file=sys.stderr, flush=True)
-                runs[method].append(run(method, url, Path(tmp) / f"{method}-{n}", args.batch_rows))
-        summary = {}
-        for method, results in runs.items():
-            summary[method] = {key: statistics.median(r[key] for r in results) for key in (
-                "rows_per_s", "wall_s", "peak_rss_mib", "peak_above_start_mib", "rss_before_mib",
-                "bytes_written")}
-            summary[method]["rows"] = results[0]["rows"]
-            summary[method]["files"] = results[0]["files"]
-        summary["ratio_rows_per_s"] = round(summary["ours"]["rows_per_s"]
-                                            / summary["pandas"]["rows_per_s"], 2)
-        summary["ratio_peak_rss"] = round(summary["ours"]["peak_rss_mib"]
-                                          / summary["pandas"]["peak_rss_mib"], 3)
-        summary["ratio_peak_above_start"] = round(summary["ours"]["peak_above_start_mib"]
-                                                  / summary["pandas"]["peak_above_start_mib"], 3)
-        report["summary"], report["runs"] = summary, runs
+            for database, url in urls.items():
+                for reader in READERS:
+                    print(f"round {n}/{args.rounds}: {database} {reader}", file=sys.stderr,
+                          flush=True)
+                    runs[database][reader].append(
+                        run(reader, url, Path(tmp) / f"{database}-{reader}-{n}", args.batch_rows))
+        for database in urls:
+            summary = {reader: summarise(runs[database][reader]) for reader in READERS}
+            for key in ("rows_per_s", "cpu_s", "command_s", "peak_rss_mib", "peak_above_start_mib"):
+                summary[f"ratio_{key}"] = round(summary["arrow"][key] / summary["rows"][key], 2)
+            report["summary"][database] = summary
+        report["runs"] = runs
         if args.increment:
-            add_renditions(url, args.increment, args.presets)
-            print(f"incremental export of {args.increment:,} new rows", file=sys.stderr, flush=True)
-            report["incremental"] = run("ours", url, Path(tmp) / "ours-1", args.batch_rows)
-            if report["incremental"]["rows"] != args.increment:
-                raise RuntimeError(f"the incremental export wrote {report['incremental']['rows']} "
-                                   f"rows, not {args.increment}")
+            for database, url in urls.items():
+                fill(database, url, increment_rows(args.increment, args.presets,
+                                                   datetime.now(timezone.utc)))
+                print(f"{database}: incremental export of {args.increment:,} new rows",
+                      file=sys.stderr, flush=True)
+                result = run("arrow", url, Path(tmp) / f"{database}-arrow-1", args.batch_rows)
+                if result["rows"] != args.increment:
+                    raise RuntimeError(f"the incremental export wrote {result['rows']} rows, "
+                                       f"not {args.increment}")
+                report["incremental"][database] = result
+    report["info"]["load_after"] = os.getloadavg()[0]
     if args.json:
         json.dump(report, sys.stdout, indent=2, default=str)
         print()
@@ -347,27 +401,31 @@ def make_conninfo(url: str) -> str:
 
 
 def print_report(report: dict) -> None:
-    info, catalog, summary = report["info"], report["catalog"], report["summary"]
-    print(f"{info['cores']} cores; PostgreSQL {info['postgresql']}; Python {info['python']}; "
-          f"pyarrow {info['pyarrow']}; pandas {info['pandas']}")
-    print(f"catalog: {catalog['renditions']:,} renditions of {catalog['assets']:,} assets, "
-          f"{catalog['blobs']:,} blobs (renditions table {catalog['renditions_table_mib']} MiB, "
-          f"filled by COPY in {catalog['fill_s']} s)")
-    print(f"\n{'':<8}{'rows':>11}{'wall s':>9}{'rows/s':>10}{'peak RSS MiB':>14}"
-          f"{'above start':>13}{'files':>7}{'MiB written':>13}")
-    for method in ("ours", "pandas"):
-        row = summary[method]
-        print(f"{method:<8}{row['rows']:>11,}{row['wall_s']:>9.1f}{row['rows_per_s']:>10,.0f}"
-              f"{row['peak_rss_mib']:>14.0f}{row['peak_above_start_mib']:>13.0f}{row['files']:>7}"
-              f"{row['bytes_written'] / MIB:>13.1f}")
-    print(f"ours / pandas: rows/s {summary['ratio_rows_per_s']}x, peak RSS "
-          f"{summary['ratio_peak_rss']}x, peak above start {summary['ratio_peak_above_start']}x "
-          f"(medians of {len(report['runs']['ours'])} rounds)")
-    incremental = report.get("incremental")
-    if incremental:
-        print(f"incremental: {incremental['rows']:,} new rows in {incremental['wall_s']} s, "
-              f"{incremental['files']} new file(s), {incremental['bytes_written'] / MIB:.2f} MiB, "
-              f"peak RSS {incremental['peak_rss_mib']:.0f} MiB")
+    info = report["info"]
+    print(f"{info['cores']} cores; PostgreSQL {info.get('postgresql', '-')}; SQLite "
+          f"{info['sqlite']}; Python {info['python']}; pyarrow {info['pyarrow']}; "
+          f"adbc-driver-postgresql {info['adbc_driver_postgresql']}")
+    print(f"1-minute load average {info['load_before']:.1f} before, {info['load_after']:.1f} after")
+    print(f"{info['rows']:,} renditions; filled in " + ", ".join(
+        f"{d} {s} s" for d, s in report["fill_s"].items()))
+    print(f"\n{'':<20}{'rows':>11}{'wall s':>9}{'rows/s':>10}{'CPU s':>8}{'command s':>11}"
+          f"{'peak RSS MiB':>14}{'above start':>13}{'files':>7}{'MiB written':>13}")
+    for database, summary in report["summary"].items():
+        for reader in READERS:
+            row = summary[reader]
+            print(f"{database + ' ' + reader:<20}{row['rows']:>11,}{row['wall_s']:>9.2f}"
+                  f"{row['rows_per_s']:>10,.0f}{row['cpu_s']:>8.2f}{row['command_s']:>11.2f}"
+                  f"{row['peak_rss_mib']:>14.0f}"
+                  f"{row['peak_above_start_mib']:>13.0f}{row['files']:>7}"
+                  f"{row['bytes_written'] / MIB:>13.1f}")
+        print(f"{database} arrow / rows: rows/s {summary['ratio_rows_per_s']}x, CPU "
+              f"{summary['ratio_cpu_s']}x, command "
+              f"{summary['ratio_command_s']}x, peak RSS {summary['ratio_peak_rss_mib']}x, peak "
+              f"above start {summary['ratio_peak_above_start_mib']}x (medians of {info['rounds']})")
+    for database, result in report["incremental"].items():
+        print(f"{database} incremental: {result['rows']:,} new rows in {result['wall_s']} s, "
+              f"{result['files']} new file(s), {result['bytes_written'] / MIB:.2f} MiB, "
+              f"peak RSS {result['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ stores accept: a local folder, ``s3://``, ``r2://`` with the same storage option
     <url>/renditions/...
     <url>/stage_runs/...
 
-Rows are read from the catalog through a server-side cursor on PostgreSQL
-(``stream_results`` + ``yield_per``), ``batch_rows`` at a time, turned into Arrow
-record batches with the explicit schemas of ``SCHEMAS`` (``catalog.export_datasets``: the
-schemas, the queries and the reading), and written as they come by one
-``pyarrow.parquet.ParquetWriter`` per partition file; rows come ordered by their change
-timestamp, so a day's files are closed as soon as the next day starts and memory stays
-flat whatever the catalog's size.
+Rows are read from the catalog straight into Arrow record batches (``catalog.export_arrow``:
+ADBC's PostgreSQL driver over ``COPY ... (FORMAT BINARY)``; on SQLite the standard library's
+cursor, column by column), at most ``batch_rows`` at a time, with the explicit schemas
+of ``SCHEMAS`` (``catalog.export_datasets``: the schemas and the queries); the next batch
+is read in a thread while one is written by one ``pyarrow.parquet.ParquetWriter`` per
+partition file; rows come ordered by their change timestamp, so a day's files are closed
+as soon as the next day starts and memory stays flat whatever the catalog's size.
 Files are zstd-compressed and partitioned hive-style by the UTC day of the row's
 change timestamp and by media type (``image``, ``video``, ``audio``, ``unknown``).
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -54,9 +55,12 @@ from sqlalchemy import select
 
 from catalog.export_datasets import (CHANGE_COLUMN, DATASETS, JSON_COLUMNS, JSON_TEXT, KEYS,
                                      MEDIA_TYPE_FROM, MEDIA_TYPES, PARTITION_SCHEMA, PARTITIONING,
-                                     SCHEMA_VERSION, SCHEMAS, TIMESTAMP, batches, bind_moment)
+                                     SCHEMA_VERSION, SCHEMAS, TIMESTAMP, bind_moment)
+from catalog.export_arrow import DIALECTS, arrow_batches
+from catalog.export_rows import row_batches
 from catalog.models import ExportWatermark
 from catalog.repository import Catalog, utcnow
+from pipelines.transform.readahead import ReadAhead
 
 __all__ = [
     "CHANGE_COLUMN", "DATASETS", "JSON_COLUMNS", "JSON_TEXT", "KEYS", "MEDIA_TYPE_FROM",
@@ -112,17 +116,26 @@ def open_dataset(url: str, name: str, storage_options: dict | None = None) -> ds
 
 # -- export -------------------------------------------------------------------------------------
 
+READERS: dict[str, Callable] = {"arrow": arrow_batches, "rows": row_batches}
+
 
 def export(catalog: Catalog, url: str, storage_options: dict | None = None,
            batch_rows: int = 50_000, *, settle: float = 0.0,
-           datasets: tuple[str, ...] = DATASETS) -> dict:
+           datasets: tuple[str, ...] = DATASETS, reader: str = "arrow") -> dict:
     """Export what changed since the last export to ``url``; returns what was written.
 
     ``{"destination", "run", "cutoff", "datasets": {name: {"rows", "files", "watermark",
-    "previous_watermark"}}}``; ``files`` are paths relative to ``url``.
+    "previous_watermark"}}}``; ``files`` are paths relative to ``url``. ``reader``:
+    ``"arrow"`` (``catalog.export_arrow``; databases other than PostgreSQL and SQLite fall
+    back to the next) or ``"rows"``, the row-wise reader through SQLAlchemy
+    (``catalog.export_rows``), the baseline it is measured and checked against.
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be at least 1")
+    if reader not in READERS:
+        raise ValueError(f"no reader {reader!r}; use {' or '.join(READERS)}")
+    if catalog.engine.dialect.name not in DIALECTS:
+        reader = "rows"
     unknown = set(datasets) - set(DATASETS)
     if unknown:
         raise ValueError(f"no dataset {sorted(unknown)}; the export writes {', '.join(DATASETS)}")
@@ -140,23 +153,24 @@ def export(catalog: Catalog, url: str, storage_options: dict | None = None,
               "datasets": {}}
     for name in datasets:
         report["datasets"][name] = _export_dataset(catalog, destination, name, run, cutoff,
-                                                   batch_rows)
+                                                   batch_rows, READERS[reader])
     return report
 
 
 def _export_dataset(catalog: Catalog, destination: Destination, name: str, run: str,
-                    cutoff: datetime, batch_rows: int) -> dict:
+                    cutoff: datetime, batch_rows: int, batches: Callable) -> dict:
     previous = watermark(catalog, destination.key, name)
     result = {"rows": 0, "files": [], "watermark": _iso(previous),
               "previous_watermark": _iso(previous)}
     writer = _PartitionedWriter(destination, name, run, row_group_rows=batch_rows)
     rows, latest = 0, None
     try:
-        for batch in batches(catalog, name, previous, cutoff, batch_rows):
-            writer.write(batch)
-            rows += batch.num_rows
-            batch_latest = pc.max(batch.column(CHANGE_COLUMN[name])).as_py()
-            latest = batch_latest if latest is None else max(latest, batch_latest)
+        with _read_ahead(catalog, batches(catalog, name, previous, cutoff, batch_rows)) as read:
+            for batch in read:
+                writer.write(batch)
+                rows += batch.num_rows
+                batch_latest = pc.max(batch.column(CHANGE_COLUMN[name])).as_py()
+                latest = batch_latest if latest is None else max(latest, batch_latest)
         writer.close()
     except BaseException:
         writer.abort()
@@ -166,6 +180,20 @@ def _export_dataset(catalog: Catalog, destination: Destination, name: str, run: 
         result.update(rows=rows, watermark=_iso(latest),
                       files=sorted(destination.relative(p) for p in writer.paths))
     return result
+
+
+def _read_ahead(catalog: Catalog, batches: Iterator[pa.RecordBatch]
+                ) -> contextlib.AbstractContextManager[Iterable[pa.RecordBatch]]:
+    """The next batch read in a thread while this one writes the current one.
+
+    Reading (ADBC decoding PostgreSQL's binary rows; sqlite3 stepping) and writing
+    (partition filters, zstd) both let go of the GIL, so on two cores they overlap. An
+    in-memory SQLite catalog is one database per thread (SingletonThreadPool): read there.
+    """
+    url = catalog.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return contextlib.nullcontext(batches)
+    return ReadAhead(batches, 1, "export-read-ahead")
 
 
 class _PartitionedWriter:

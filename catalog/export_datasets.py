@@ -1,5 +1,5 @@
-"""The four exported datasets: their Arrow schemas, the catalog queries that fill them, and the
-rows read as record batches.
+"""The four exported datasets: their Arrow schemas, the catalog queries that fill them, and how
+a reader's columns become a dataset's record batch.
 
 Each dataset's columns are documented in its schema (field metadata ``description`` and
 ``unit``), and its query selects them in the schema's order.
@@ -7,7 +7,7 @@ Each dataset's columns are documented in its schema (field metadata ``descriptio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -217,35 +217,36 @@ _SPECS = {
     "stage_runs": _Spec(_stage_runs_query, StageRun.__table__.c.finished_at),
 }
 
-# -- rows as record batches ----------------------------------------------------------------------
+# -- what a reader selects, and the batch it makes of it -------------------------------------------
 
 
-def batches(catalog: Catalog, name: str, previous: datetime | None, cutoff: datetime,
-            batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Dataset ``name``'s rows changed after ``previous`` up to ``cutoff``, oldest first, streamed."""
+def changes_query(catalog: Catalog, name: str, previous: datetime | None,
+                  cutoff: datetime) -> Select:
+    """Dataset ``name``'s rows changed after ``previous`` up to ``cutoff``, oldest first.
+
+    Its columns are ``selected_fields(name)``, in that order.
+    """
     spec = _SPECS[name]
-    schema = SCHEMAS[name]
     query = spec.query().where(spec.change <= bind_moment(catalog, cutoff))
     if previous is not None:
         query = query.where(spec.change > bind_moment(catalog, previous))
-    query = query.order_by(spec.change)
-    selected = [f for f in schema if f.name not in spec.derived and f.name != "day"]
-    change = CHANGE_COLUMN[name]
-    with catalog.engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
-        for rows in result.partitions(batch_rows):
-            columns = {f.name: pa.array(values, type=f.type)
-                       for values, f in zip(zip(*rows), selected)}
-            del rows  # the Python rows go before the next batch is fetched, not after
-            for column in JSON_COLUMNS.get(name, ()):
-                columns[column] = _json_null(columns[column])
-            if name == "assets":
-                columns["source_extension"] = _extension(columns["source_uri"])
-            columns["day"] = pc.cast(columns[change], pa.date32())
-            batch = pa.RecordBatch.from_arrays([columns.pop(f.name) for f in schema],
-                                               schema=schema)
-            yield batch
-            del batch
+    return query.order_by(spec.change)
+
+
+def selected_fields(name: str) -> list[pa.Field]:
+    """The schema's fields that ``changes_query`` selects, in its order (the rest is derived)."""
+    return [f for f in SCHEMAS[name] if f.name not in _SPECS[name].derived and f.name != "day"]
+
+
+def finish(name: str, columns: dict[str, pa.Array]) -> pa.RecordBatch:
+    """The dataset's record batch from its selected columns (typed as the schema says)."""
+    for column in JSON_COLUMNS.get(name, ()):
+        columns[column] = _json_null(columns[column])
+    if name == "assets":
+        columns["source_extension"] = _extension(columns["source_uri"])
+    columns["day"] = pc.cast(columns[CHANGE_COLUMN[name]], pa.date32())
+    schema = SCHEMAS[name]
+    return pa.RecordBatch.from_arrays([columns.pop(f.name) for f in schema], schema=schema)
 
 
 def _json_null(values: pa.Array) -> pa.Array:

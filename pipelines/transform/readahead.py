@@ -1,7 +1,8 @@
 """Run a generator in its own thread, a bounded number of items ahead of its consumer.
 
 The transcode loop uses it to decode and scale in one thread while another
-encodes and muxes. PyAV lets go of the GIL inside libavcodec and swscale, so the
+encodes and muxes (and the catalog's Parquet export, to read the next batch of rows
+while it writes one). PyAV lets go of the GIL inside libavcodec and swscale, so the
 decoder's serial work overlaps the encoder's instead of taking turns with it.
 """
 
