@@ -5,9 +5,9 @@ No Dask, no catalog, no clamd: per photograph, the functions the per-asset graph
 tasks call (``validate``, SHA-256, ``resize`` for all of the default recipe's presets at
 once, a pickle round trip of the rasters as Dask would make between workers,
 ``to_srgb``, ``compress``), timed stage by stage, against the bare loop that
-benchmarks/bench_images.py runs in its pyvips pool (per preset
-``pyvips.Image.thumbnail_buffer`` then ``webpsave_buffer(Q=80, effort=2)``, plus
-SHA-256). Both run with ``VIPS_CONCURRENCY`` 1, as the farm's workers do, in rounds
+benchmarks/bench_images.py runs in its pyvips pool (its ``vips_renditions``: read the
+file, then per preset ``pyvips.Image.thumbnail_buffer`` and ``webpsave_buffer(Q=80,
+effort=2)``). Both run with ``VIPS_CONCURRENCY`` 1, as the farm's workers do, in rounds
 interleaved photograph by photograph; medians over rounds of the per-photo means.
 
 What this separates: what the stage code costs, from what running it in the cluster
@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import pyvips  # noqa: E402
 
-from photos import photo_corpus  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from bench_images import vips_renditions  # noqa: E402  (benchmarks/ is on the path as a script)
+from photos import photo_corpus  # noqa: E402
 from pipelines.optimize.compress import compress  # noqa: E402
 from pipelines.recipe import DEFAULT_RECIPE  # noqa: E402
 from pipelines.transform.convert import to_srgb  # noqa: E402
@@ -45,6 +46,8 @@ from pipelines.transform.resize import resize  # noqa: E402
 from pipelines.upload.validate import validate  # noqa: E402
 
 STAGES = ("validate", "hash", "resize", "carry", "convert", "compress")
+# The default recipe's presets as bench_images.py hands them to its pool.
+PLAIN_PRESETS = tuple((p.name, p.width, p.height, p.fit, p.quality) for p in DEFAULT_RECIPE.presets)
 
 
 def farm_stages(data: bytes) -> dict[str, float]:
@@ -66,14 +69,10 @@ def farm_stages(data: bytes) -> dict[str, float]:
     return {stage: b - a for stage, a, b in zip(STAGES, marks, marks[1:])}
 
 
-def bare_loop(data: bytes) -> float:
+def bare_loop(path: Path) -> float:
+    """bench_images.py's pyvips pool work for one photograph, timed in this process."""
     start = time.perf_counter()
-    hashlib.sha256(data).hexdigest()
-    for preset in DEFAULT_RECIPE.presets:
-        crop = {"crop": "centre"} if preset.fit == "cover" else {}
-        image = pyvips.Image.thumbnail_buffer(data, preset.width, height=preset.height or 10 ** 6,
-                                              size="down", **crop)
-        image.webpsave_buffer(Q=80, effort=2, keep="none")
+    vips_renditions((str(path), PLAIN_PRESETS))
     return time.perf_counter() - start
 
 
@@ -83,15 +82,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     pyvips.concurrency_set(1)
-    photos = [path.read_bytes() for path in photo_corpus()]
-    farm_stages(photos[0]), bare_loop(photos[0])  # warm-up
+    paths = photo_corpus()
+    photos = [(path, path.read_bytes()) for path in paths]
+    farm_stages(photos[0][1]), bare_loop(paths[0])  # warm-up
     farm_rounds, bare_rounds = [], []
     for _ in range(args.rounds):
         totals, bare = dict.fromkeys(STAGES, 0.0), 0.0
-        for data in photos:
+        for path, data in photos:
             for stage, seconds in farm_stages(data).items():
                 totals[stage] += seconds
-            bare += bare_loop(data)
+            bare += bare_loop(path)
         farm_rounds.append({k: v / len(photos) for k, v in totals.items()})
         bare_rounds.append(bare / len(photos))
     per_stage = {s: statistics.median(r[s] for r in farm_rounds) for s in STAGES}

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cluster.cli.local_clamd import start_clamd  # noqa: E402
+from cluster.cli.samples import scene  # noqa: E402
 
 SIGNATURES = ROOT / "tests" / "signatures"
 PYTHON = sys.executable
@@ -80,13 +81,9 @@ if __name__ == "__main__":
 
 
 def photo(folder: Path) -> Path:
-    """A 4000x3000 JPEG from libvips (about a 12 MP phone photo)."""
-    import pyvips
-
+    """A 4000x3000 JPEG (about a 12 MP phone photo): the project's sample scene."""
     path = folder / "photo.jpg"
-    image = pyvips.Image.gaussnoise(4000, 3000, sigma=40, mean=128).cast("uchar")
-    image = image.bandjoin([image.rot180(), image.flip("horizontal")]).copy(interpretation="srgb")
-    image.jpegsave(str(path), Q=90)
+    scene(4000, 3000, seed=1).jpegsave(str(path), Q=90)
     return path
 
 

@@ -64,16 +64,19 @@ class Farm:
         self.holder, self.claim_lease_s = new_holder(), claim_lease_s
         self._cluster: LocalCluster | None = None
         address = scheduler_address or self.settings.scheduler_address
-        # clamd's canaries take seconds: scanned here while the cluster starts, once for all
-        # its workers, rather than by each worker when the plugin is registered.
-        checking = ThreadPoolExecutor(1, thread_name_prefix="mediafarm-clamd-check")
-        verdict = checking.submit(clamd_verdict, self.settings.clamd_url)
-        checking.shutdown(wait=False)
+        verdict = None  # the clamd check running beside an own cluster's start
         if client is not None:
             self.client, self._owns_client = client, False
         elif address:
             self.client, self._owns_client = _join(address, self.settings), True
         else:
+            # clamd's canaries take seconds: scanned here while the cluster starts, once for
+            # all its workers, rather than by each worker when the plugin is registered. Only
+            # for a cluster of this machine: elsewhere clamd's URL may name another host, or
+            # none this machine reaches, and each worker checks it as it sees it.
+            checking = ThreadPoolExecutor(1, thread_name_prefix="mediafarm-clamd-check")
+            verdict = checking.submit(clamd_verdict, self.settings.clamd_url)
+            checking.shutdown(wait=False)
             script_workers.install()  # a script without a __main__ guard must not hang
             # libvips threads would fight the one-process-per-core layout; keep each worker at one.
             with workers_ignore_ctrl_c():
@@ -88,7 +91,7 @@ class Farm:
         weakref.finalize(self, self._lease.halt)
         try:
             self.client.register_plugin(MediafarmWorkerPlugin(
-                self.settings.clamd_url, clamd_verdict=verdict.result()))
+                self.settings.clamd_url, clamd_verdict=verdict and verdict.result()))
         except BaseException:  # Ctrl-C included: stop what was started
             self.close()
             raise

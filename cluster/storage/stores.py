@@ -283,7 +283,8 @@ class Store:
     def _readable(self, key: str, size: Callable[[], int]):
         if isinstance(self.fs, LocalFileSystem):
             return contextlib.nullcontext(key)
-        return Serving(lambda: _RangeReader(self, key), size())
+        known = size()
+        return Serving(lambda: _RangeReader(self, key, known), known)
 
     def download(self, digest: str, destination: str) -> str:
         """Copy the object to a local file, streamed in blocks (never whole in memory)."""
@@ -357,10 +358,11 @@ class _RangeReader:
     """One served connection's reads of ``key``: read ahead in large blocks, each read
     retried through the store's policy (a ranged read is safe to repeat)."""
 
-    def __init__(self, store: Store, key: str) -> None:
+    def __init__(self, store: Store, key: str, size: int) -> None:
         self._store, self._key = store, key
+        # The size is known already: given, the file asks no HEAD of the store per connection.
         self._file = store._io("opening", key, lambda: store.fs.open(
-            key, "rb", block_size=SERVE_BLOCK, cache_type="readahead"))
+            key, "rb", block_size=SERVE_BLOCK, cache_type="readahead", size=size))
 
     def read_at(self, offset: int, length: int) -> bytes:
         def read() -> bytes:

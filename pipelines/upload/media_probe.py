@@ -11,7 +11,7 @@ import av.logging
 
 from pipelines.outcome import Rejected
 from pipelines.upload.sandbox import run_isolated
-from pipelines.upload.served_source import ServedSource, open_media
+from pipelines.upload.served_source import ServedSource, Source, open_media
 
 # Demuxers that may read an upload. Playlist and indirection demuxers (hls, dash,
 # concat, image2, tty...) are absent: they open other files or URLs named inside
@@ -97,7 +97,7 @@ def probe_media(data: bytes, limits: MediaLimits = MediaLimits()) -> MediaInfo:
                         cpu_seconds=CPU_SECONDS)
 
 
-def probe_media_file(source: str | ServedSource, limits: MediaLimits = MediaLimits()) -> MediaInfo:
+def probe_media_file(source: Source, limits: MediaLimits = MediaLimits()) -> MediaInfo:
     """As ``probe_media``, for a file the child reads in place: a stored original on local
     disk, or one in a remote store that the worker serves (``served_source``). Nothing is
     held in memory or copied.
@@ -123,7 +123,7 @@ def _probe(data: bytes, limits: MediaLimits) -> MediaInfo:
         return _probe_path(path, limits)
 
 
-def _probe_path(path: str | ServedSource, limits: MediaLimits) -> MediaInfo:
+def _probe_path(path: Source, limits: MediaLimits) -> MediaInfo:
     """The child's side: open, describe, check limits, demux through, trial-decode."""
     # PyAV leaves FFmpeg's log off by default; error-level records name the demuxer that refused.
     av.logging.set_level(av.logging.ERROR)
@@ -135,7 +135,7 @@ def _probe_path(path: str | ServedSource, limits: MediaLimits) -> MediaInfo:
     return info if info.duration_s is not None else replace(info, duration_s=round(length, 6))
 
 
-def _open(path: str | ServedSource, limits: MediaLimits):
+def _open(path: Source, limits: MediaLimits):
     try:
         return open_media(path, options={**DECODER_OPTIONS, **picture_cap(limits)},
                           container_options=OPEN_OPTIONS)
@@ -149,7 +149,7 @@ def _open(path: str | ServedSource, limits: MediaLimits):
     raise Rejected("corrupt", f"the {name} container cannot be read: {_say(error)}")
 
 
-def _probed_format(path: str | ServedSource) -> str | None:
+def _probed_format(path: Source) -> str | None:
     """The demuxer FFmpeg would pick, without letting it read further: None if none would."""
     with av.logging.Capture() as logs:
         try:

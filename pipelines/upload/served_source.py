@@ -102,13 +102,7 @@ class ServedReader(io.RawIOBase):
         (length,) = REPLY.unpack(_receive(self._socket, REPLY.size))
         if length == FAILED or length > wanted:
             raise OSError(errno.EIO, "the worker could not read the stored original")
-        view = memoryview(buffer)[:length]
-        received = 0
-        while received < length:
-            got = self._socket.recv_into(view[received:], length - received)
-            if got == 0:
-                raise OSError(errno.EIO, "the worker stopped serving the stored original")
-            received += got
+        _receive_into(self._socket, memoryview(buffer)[:length])
         self._position += length
         return length
 
@@ -118,14 +112,20 @@ class ServedReader(io.RawIOBase):
         super().close()
 
 
-def _receive(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise OSError(errno.EIO, "the worker stopped serving the stored original")
-        data += chunk
-    return bytes(data)
+def _receive(sock: socket.socket, count: int) -> bytearray:
+    data = bytearray(count)
+    _receive_into(sock, memoryview(data))
+    return data
+
+
+def _receive_into(sock: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` from ``sock``; EOF first is an OSError (the peer closed, or is gone)."""
+    received = 0
+    while received < len(view):
+        got = sock.recv_into(view[received:])
+        if got == 0:
+            raise OSError(errno.EIO, "the other side of the served source closed")
+        received += got
 
 
 class RangeReader(Protocol):

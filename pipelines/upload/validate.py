@@ -21,7 +21,7 @@ from pipelines.vips import error_text
 
 if TYPE_CHECKING:
     from pipelines.upload.media_probe import MediaInfo
-    from pipelines.upload.served_source import ServedSource
+    from pipelines.upload.served_source import Source
 
 # Formats each media kind accepts; everything else is recognised only to say why not.
 IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
@@ -295,7 +295,7 @@ _LOADERS = {"jpeg": ("jpegload", "uhdrload"), "png": ("pngload",), "webp": ("web
             "gif": ("gifload",), "avif": ("heifload",), "heif": ("heifload",)}
 
 
-def validate_media_file(path: str | ServedSource, head: bytes, size: int,
+def validate_media_file(path: Source, head: bytes, size: int,
                         limits: Limits = Limits()) -> Validated:
     """``validate`` for a video or audio file probed in place in the sandbox: on local disk, or
     served from a remote store (``served_source``); ``head`` is its first bytes (at least
