@@ -29,7 +29,7 @@ from cluster.storage.stores import Staged, StagingWriter, Store, source_location
 from pipelines.outcome import Failed, Rejected
 from pipelines.upload.hashing import sha256_hex
 from pipelines.upload.isobmff import MAX_FTYP_BYTES
-from pipelines.upload.scan import ClamdScanner, SourceError, scan
+from pipelines.upload.scan import ClamdScanner, SourceError, outage_or, scan
 from pipelines.upload.validate import kind_of, sniff, too_large
 
 READ_CHUNK = 8 * 1024 * 1024
@@ -132,8 +132,8 @@ def _scan_streamed(reader: _Reader, fs, path: str, before: dict, format_: str | 
                 raise
             details = {**verdict.as_details(), "bytes": reader.count}
         if not reader.done:  # clamd answered before the end: not a verdict on the whole file
-            raise Failed("scanner_error", "clamd answered before the whole stream was sent",
-                         retryable=True)
+            raise outage_or(Failed("scanner_error", "clamd answered before the whole stream "
+                                   "was sent", retryable=True), scanner)
         _unchanged(fs, path, before, reader.count)
         staged = writer.commit()
     except BaseException:

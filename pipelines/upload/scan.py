@@ -116,6 +116,13 @@ class ClamdScanner:
         self._version = (now, (engine.strip(), rest.split("/")[0] or "custom"))
         return self._version[1]
 
+    def answers(self) -> bool:
+        """Whether clamd answers a PING now."""
+        try:
+            return self._conn.ping() == "PONG"
+        except (clamd.ClamdError, OSError):
+            return False
+
     def instream(self, data: bytes | Iterable[bytes]) -> str:
         """Send ``data`` (bytes, or an iterable of chunks of any size: a stream) to clamd
         and return its one-line answer.
@@ -176,13 +183,31 @@ def scan(data: bytes | Iterable[bytes], scanner: ClamdScanner) -> ScanVerdict:
     """Scan ``data`` (bytes, or chunks as they are read); return the verdict if clean,
     raise Rejected/Failed otherwise (``SourceError`` when the chunks' source failed)."""
     try:
-        scanner_check.require_fails_closed(scanner)
-        engine, signatures = scanner.version()
-        answer = scanner.instream(data)
+        return _verdict(data, scanner)
     except Failed as exc:
-        if exc.reason == "scanner_unavailable":
+        failure = outage_or(exc, scanner)
+        if failure.reason == "scanner_unavailable":
             scanner_check.forget(scanner.url)  # a restarted clamd may have another clamd.conf
-        raise
+        if failure is exc:
+            raise
+        raise failure from exc
+
+
+def outage_or(failure: Failed, scanner: ClamdScanner) -> Failed:
+    """``failure``, or ``scanner_unavailable`` when it is a scanner error and clamd no
+    longer answers: a clamd stopping mid-scan can answer oddly or hang up early, and
+    that is an outage, not something about this file."""
+    if failure.reason != "scanner_error" or scanner.answers():
+        return failure
+    return Failed("scanner_unavailable",
+                  f"clamd at {scanner.url} stopped answering ({failure.message})",
+                  retryable=True, details=failure.details)
+
+
+def _verdict(data: bytes | Iterable[bytes], scanner: ClamdScanner) -> ScanVerdict:
+    scanner_check.require_fails_closed(scanner)
+    engine, signatures = scanner.version()
+    answer = scanner.instream(data)
     if answer == scanner_check.CLEAN:
         return ScanVerdict(True, None, engine, signatures)
     details = {"engine": engine, "signatures_version": signatures}

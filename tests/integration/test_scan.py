@@ -77,6 +77,38 @@ def test_a_scanner_that_never_answers_times_out_and_fails_closed():
     assert caught.value.reason == "scanner_unavailable" and caught.value.retryable
 
 
+PAYLOAD = b"an ordinary file"
+
+
+class _StopsAfterAnOddAnswer(ClamdScanner):
+    """A real clamd's scan whose answer is replaced by an odd one, as a clamd shutting
+    down mid-scan can give, with the clamd then stopped (or not) before the verdict."""
+
+    def __init__(self, server, stop: bool) -> None:
+        super().__init__(server.url)
+        self.server, self.stop = server, stop
+
+    def instream(self, data) -> str:
+        answer = super().instream(data)
+        if data != PAYLOAD:  # the farm's canaries, scanned first
+            return answer
+        if self.stop:
+            self.server.stop()
+        return "stream: Interrupted ERROR"
+
+
+@pytest.mark.parametrize("stop, reason", [(True, "scanner_unavailable"), (False, "scanner_error")])
+def test_an_odd_answer_from_a_clamd_that_then_stops_is_an_outage(tmp_path, stop, reason):
+    server = start_clamd(SIGNATURES, tmp_path / "clamd")
+    try:
+        with pytest.raises(Failed) as caught:
+            scan(PAYLOAD, _StopsAfterAnOddAnswer(server, stop))
+    finally:
+        server.stop()
+    assert caught.value.reason == reason and caught.value.retryable
+    assert "Interrupted ERROR" in caught.value.message
+
+
 @pytest.mark.slow
 def test_stream_over_clamd_limit_is_rejected_not_passed(tmp_path):
     small = start_clamd(SIGNATURES, tmp_path, stream_max_length="1M")
