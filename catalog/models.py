@@ -217,3 +217,34 @@ class ExportWatermark(Base):
     dataset: Mapped[str] = mapped_column(String(50), primary_key=True)
     watermark: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AssetTag(Base):
+    """An owner's tag on one of their assets (many-to-many: a tag is its name)."""
+
+    __tablename__ = "asset_tags"
+    __table_args__ = (Index("ix_asset_tags_owner_tag", "owner", "tag"),)
+    asset_id: Mapped[str] = mapped_column(String(36), ForeignKey("assets.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))  # the asset's, kept for the owner's index
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Collection(Base):
+    """An owner's named set of assets (an album)."""
+
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_collections_owner_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CollectionItem(Base):
+    __tablename__ = "collection_items"
+    collection_id: Mapped[str] = mapped_column(String(36), ForeignKey("collections.id"),
+                                               primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(36), ForeignKey("assets.id"), primary_key=True,
+                                          index=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -14,7 +14,7 @@ from functools import partial
 
 from distributed import Client, Future, LocalCluster, as_completed
 
-from catalog import Catalog
+from catalog import Catalog, library
 from catalog.repository import AssetRequest
 from cluster import reencode, script_workers
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
@@ -297,6 +297,22 @@ class Farm:
 
         return export(self.catalog, url, storage_options, **options)
 
+    # The library (catalog.library): an owner's tags and collections; the cluster is not used.
+
+    def tag(self, asset_ids: str | Iterable[str], *tags: str, owner: str = "default") -> int:
+        """Tag the owner's assets; returns how many tags were new."""
+        return library.add_tags(self.catalog.engine, owner, _ids(asset_ids), tags)
+
+    def untag(self, asset_ids: str | Iterable[str], *tags: str, owner: str = "default") -> int:
+        return library.remove_tags(self.catalog.engine, owner, _ids(asset_ids), tags)
+
+    def collect(self, collection: str, asset_ids: str | Iterable[str], *,
+                owner: str = "default") -> int:
+        """Put the owner's assets in their collection (made if needed); returns how many
+        were not in it yet."""
+        return library.add_to_collection(self.catalog.engine, owner, collection,
+                                         _ids(asset_ids))
+
     def results(self, asset_ids: list[str]) -> list[dict]:
         return with_locations(self.catalog, self.stores["renditions"], asset_ids)
 
@@ -429,3 +445,7 @@ def with_locations(catalog: Catalog, renditions: Store, asset_ids: list[str]) ->
             rendition["url"] = (renditions.url_at(playlist) if playlist
                                 else renditions.url_for(rendition["sha256"]))
     return summaries
+
+
+def _ids(asset_ids: str | Iterable[str]) -> list[str]:
+    return [asset_ids] if isinstance(asset_ids, str) else list(asset_ids)

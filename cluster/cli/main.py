@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-from cluster.cli import logs
+from cluster.cli import library_commands, logs
 from cluster.cli.errors import explain
 from cluster.cli.options import add_global_options, positive
 from cluster.interrupt import summary
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     reencode.add_argument("--batch-size", type=positive, help="as for backfill")
     reencode.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     reencode.set_defaults(run="ingest:run_reencode")
+
+    library_commands.add_parsers(commands)
 
     status = commands.add_parser("status", help="a job's progress, from the catalog")
     status.add_argument("--job", required=True, metavar="ID")

@@ -277,3 +277,24 @@ class Health(Model):
 class Ready(Model):
     status: Literal["ready", "unready"]
     checks: dict[str, str]
+
+
+# -- the library ------------------------------------------------------------------------------
+
+
+class TagCount(Model):
+    tag: str
+    assets: int = Field(description="how many of the owner's assets carry it")
+
+
+class AssetTags(Model):
+    asset_id: UUID
+    tags: list[str]
+
+
+class CollectionInfo(Model):
+    id: UUID
+    name: str
+    assets: int = Field(description="how many of the owner's assets it holds")
+    created_at: datetime
+
