@@ -41,7 +41,11 @@ class Asset(Base):
 
     __tablename__ = "assets"
     __table_args__ = (UniqueConstraint("owner", "source_uri", name="uq_assets_owner_source"),
-                      Index("ix_assets_status", "status"))
+                      Index("ix_assets_status", "status"),
+                      # an owner's search, newest first, with or without a status (search.py)
+                      Index("ix_assets_owner_created", "owner", "created_at", "id"),
+                      Index("ix_assets_owner_status_created", "owner", "status", "created_at",
+                            "id"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     source_uri: Mapped[str] = mapped_column(Text)

@@ -1,7 +1,8 @@
-"""tags and collections
+"""tags, collections and search
 
 An owner's tags on their assets (a tag is its name, so the many-to-many is one table)
-and their collections, each a named set of assets.
+and their collections, each a named set of assets; indexes for an owner's search
+sorted by creation, with or without a status.
 
 Revision ID: 0011
 Revises: 0008
@@ -48,9 +49,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('collection_id', 'asset_id'),
     )
     op.create_index('ix_collection_items_asset_id', 'collection_items', ['asset_id'])
+    op.create_index('ix_assets_owner_created', 'assets', ['owner', 'created_at', 'id'])
+    op.create_index('ix_assets_owner_status_created', 'assets',
+                    ['owner', 'status', 'created_at', 'id'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_assets_owner_status_created', table_name='assets')
+    op.drop_index('ix_assets_owner_created', table_name='assets')
     op.drop_index('ix_collection_items_asset_id', table_name='collection_items')
     op.drop_table('collection_items')
     op.drop_table('collections')

@@ -1,0 +1,206 @@
+"""Search an owner's assets: one query model for Python, the CLI and HTTP.
+
+``SearchQuery`` validates every parameter (pydantic): an unknown field, a value of the
+wrong type or a range the wrong way round is refused before any SQL is built, and
+values only ever reach the database as bound parameters. Results come a page at a
+time with keyset pagination: each page names the ``next`` cursor, which encodes the
+last row's sort value and id, so a deep page costs what the first does and rows
+inserted meanwhile neither repeat nor vanish.
+
+Content metadata (kind, dimensions, duration, camera, codecs) lives on the original's
+blob; an asset that is not ready has none and matches no metadata filter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import Engine, exists, func, literal, or_, select, tuple_
+
+from catalog.library import collection_name, tag_name
+from catalog.models import Asset, AssetTag, Blob, Collection, CollectionItem
+
+MAX_LIMIT = 500
+SORTS = Literal["created", "captured", "name", "size", "duration"]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class SearchQuery(BaseModel):
+    """What to find among one owner's assets; every filter narrows (AND)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    owner: Text = "default"
+    kind: Literal["image", "video", "audio"] | None = None
+    status: Literal["queued", "processing", "ready", "rejected", "failed"] | None = None
+    tags: list[Text] = Field(default=[], max_length=20, description="all of these tags")
+    collection: Text | None = None
+    text: Text | None = Field(None, description="words, each found in the source's name, a "
+                              "tag, or the title, artist or album")
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    captured_from: datetime | None = None
+    captured_to: datetime | None = None
+    min_width: Annotated[int, Field(ge=0)] | None = None
+    max_width: Annotated[int, Field(ge=0)] | None = None
+    min_height: Annotated[int, Field(ge=0)] | None = None
+    max_height: Annotated[int, Field(ge=0)] | None = None
+    min_duration: Annotated[float, Field(ge=0)] | None = None
+    max_duration: Annotated[float, Field(ge=0)] | None = None
+    camera: Text | None = Field(None, description="part of the camera's make or model")
+    codec: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        None, description="the video or audio codec, e.g. h264, aac")
+    deleted: bool = Field(False, description="search deleted assets instead")
+    sort: SORTS = "created"
+    order: Literal["asc", "desc"] = "desc"
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 50
+    after: Annotated[str, Field(max_length=1000)] | None = Field(
+        None, description="the previous page's next cursor")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        return sorted({tag_name(t) for t in tags})
+
+    @field_validator("collection")
+    @classmethod
+    def _collection(cls, name: str | None) -> str | None:
+        return None if name is None else collection_name(name)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SearchQuery":
+        for low, high in [("created_from", "created_to"), ("captured_from", "captured_to"),
+                          ("min_width", "max_width"), ("min_height", "max_height"),
+                          ("min_duration", "max_duration")]:
+            a, b = getattr(self, low), getattr(self, high)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{low} is after {high}")
+        if self.after is not None:
+            _decode(self.after)
+        return self
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next: str | None = Field(description="the cursor of the next page; null on the last")
+
+
+def search(engine: Engine, query: SearchQuery) -> Page:
+    """One page of the owner's assets matching ``query``, in its order."""
+    key = _sort_key(query.sort)
+    statement = (select(Asset.id, Asset.status, Asset.reason, Asset.source_uri, Asset.sha256,
+                        Asset.created_at, Asset.updated_at, Asset.deleted_at, Blob.kind,
+                        Blob.media_type, Blob.size, Blob.width, Blob.height, Blob.duration_s,
+                        Blob.captured_at, Blob.camera_make, Blob.camera_model,
+                        Blob.video_codec, Blob.audio_codec, Blob.title, Blob.artist,
+                        Blob.album, key.label("sort_value"))
+                 .select_from(Asset).outerjoin(Blob, Blob.sha256 == Asset.sha256)
+                 .where(*_filters(query)))
+    if query.after is not None:
+        value, last_id = _decode(query.after)
+        bound = literal(_cursor_value(value, query.sort), type_=key.type)
+        position = tuple_(key, Asset.id)
+        statement = statement.where(position < tuple_(bound, last_id) if query.order == "desc"
+                                    else position > tuple_(bound, last_id))
+    direction = (lambda c: c.desc()) if query.order == "desc" else (lambda c: c.asc())
+    statement = statement.order_by(direction(key), direction(Asset.id)).limit(query.limit + 1)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(statement)]
+        more = len(rows) > query.limit
+        rows = rows[:query.limit]
+        tags = _tags_of(conn, query.owner, [r["id"] for r in rows])
+    for row in rows:
+        row["tags"] = tags.get(row["id"], [])
+    last = rows[-1] if more else None
+    return Page(items=[{k: v for k, v in r.items() if k != "sort_value"} for r in rows],
+                next=_encode(last["sort_value"], last["id"]) if last else None)
+
+
+def _sort_key(sort: str):
+    return {"created": Asset.created_at,
+            "captured": func.coalesce(Blob.captured_at, Asset.created_at),
+            "name": Asset.source_uri,
+            "size": func.coalesce(Blob.size, 0),
+            "duration": func.coalesce(Blob.duration_s, 0.0)}[sort]
+
+
+def _filters(q: SearchQuery) -> list:
+    where = [Asset.owner == q.owner,
+             Asset.deleted_at.is_not(None) if q.deleted else Asset.deleted_at.is_(None)]
+    equal = [(q.kind, Blob.kind), (q.status, Asset.status)]
+    where += [column == value for value, column in equal if value is not None]
+    bounds = [(q.created_from, Asset.created_at, ">="), (q.created_to, Asset.created_at, "<"),
+              (q.captured_from, Blob.captured_at, ">="), (q.captured_to, Blob.captured_at, "<"),
+              (q.min_width, Blob.width, ">="), (q.max_width, Blob.width, "<="),
+              (q.min_height, Blob.height, ">="), (q.max_height, Blob.height, "<="),
+              (q.min_duration, Blob.duration_s, ">="), (q.max_duration, Blob.duration_s, "<=")]
+    where += [column >= value if op == ">=" else column < value if op == "<" else column <= value
+              for value, column, op in bounds if value is not None]
+    for tag in q.tags:
+        where.append(exists().where(AssetTag.asset_id == Asset.id, AssetTag.tag == tag))
+    if q.collection is not None:
+        where.append(exists().where(
+            CollectionItem.asset_id == Asset.id, CollectionItem.collection_id == Collection.id,
+            Collection.owner == q.owner, Collection.name == q.collection))
+    if q.camera is not None:
+        where.append(or_(_contains(Blob.camera_make, q.camera),
+                         _contains(Blob.camera_model, q.camera)))
+    if q.codec is not None:
+        codec = q.codec.lower()
+        where.append(or_(func.lower(Blob.video_codec) == codec,
+                         func.lower(Blob.audio_codec) == codec))
+    for word in (q.text or "").split():
+        where.append(or_(_contains(Asset.source_uri, word), _contains(Blob.title, word),
+                         _contains(Blob.artist, word), _contains(Blob.album, word),
+                         exists().where(AssetTag.asset_id == Asset.id,
+                                        AssetTag.tag.contains(word.casefold(),
+                                                              autoescape=True))))
+    return where
+
+
+def _contains(column, text: str):
+    """Case-insensitive containment, with ``%`` and ``_`` in ``text`` taken literally."""
+    return column.icontains(text, autoescape=True)
+
+
+def _tags_of(conn, owner: str, ids: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    if ids:
+        for asset_id, tag in conn.execute(
+                select(AssetTag.asset_id, AssetTag.tag)
+                .where(AssetTag.owner == owner, AssetTag.asset_id.in_(ids))
+                .order_by(AssetTag.asset_id, AssetTag.tag)):
+            found.setdefault(asset_id, []).append(tag)
+    return found
+
+
+def _encode(value: Any, asset_id: str) -> str:
+    text = json.dumps([value.isoformat() if isinstance(value, datetime) else value, asset_id])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[Any, str]:
+    try:
+        value, asset_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("after is not a cursor this search gave") from exc
+    if not isinstance(asset_id, str) or not isinstance(value, (str, int, float)):
+        raise ValueError("after is not a cursor this search gave")
+    return value, asset_id
+
+
+def _cursor_value(value: Any, sort: str) -> Any:
+    if sort in ("created", "captured"):
+        try:
+            return datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ValueError("after is not a cursor of this sort") from exc
+    if sort == "name":
+        return str(value)
+    if isinstance(value, str):
+        raise ValueError("after is not a cursor of this sort")
+    return value
