@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import Engine, exists, func, literal, or_, select, tuple_
+from sqlalchemy import Engine, String, cast, exists, func, literal, or_, select, tuple_
 
 from catalog.library import collection_name, tag_name
 from catalog.models import Asset, AssetTag, Blob, Collection, CollectionItem
@@ -29,12 +29,12 @@ SORTS = Literal["created", "captured", "name", "size", "duration"]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class SearchQuery(BaseModel):
-    """What to find among one owner's assets; every filter narrows (AND)."""
+class SearchFilters(BaseModel):
+    """What to find among an owner's assets; every filter narrows (AND). Over HTTP these
+    are the query parameters, the owner being the token's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    owner: Text = "default"
     kind: Literal["image", "video", "audio"] | None = None
     status: Literal["queued", "processing", "ready", "rejected", "failed"] | None = None
     tags: list[Text] = Field(default=[], max_length=20, description="all of these tags")
@@ -72,7 +72,7 @@ class SearchQuery(BaseModel):
         return None if name is None else collection_name(name)
 
     @model_validator(mode="after")
-    def _ranges(self) -> "SearchQuery":
+    def _ranges(self) -> "SearchFilters":
         for low, high in [("created_from", "created_to"), ("captured_from", "captured_to"),
                           ("min_width", "max_width"), ("min_height", "max_height"),
                           ("min_duration", "max_duration")]:
@@ -84,6 +84,12 @@ class SearchQuery(BaseModel):
         return self
 
 
+class SearchQuery(SearchFilters):
+    """The filters, for one owner."""
+
+    owner: Text = "default"
+
+
 class Page(BaseModel):
     items: list[dict[str, Any]]
     next: str | None = Field(description="the cursor of the next page; null on the last")
@@ -92,6 +98,9 @@ class Page(BaseModel):
 def search(engine: Engine, query: SearchQuery) -> Page:
     """One page of the owner's assets matching ``query``, in its order."""
     key = _sort_key(query.sort)
+    as_text = engine.dialect.name == "sqlite" and query.sort in ("created", "captured")
+    if as_text:  # SQLite keeps times as text and orders them so: the cursor must match that
+        key = cast(key, String)
     statement = (select(Asset.id, Asset.status, Asset.reason, Asset.source_uri, Asset.sha256,
                         Asset.created_at, Asset.updated_at, Asset.deleted_at, Blob.kind,
                         Blob.media_type, Blob.size, Blob.width, Blob.height, Blob.duration_s,
@@ -102,7 +111,7 @@ def search(engine: Engine, query: SearchQuery) -> Page:
                  .where(*_filters(query)))
     if query.after is not None:
         value, last_id = _decode(query.after)
-        bound = literal(_cursor_value(value, query.sort), type_=key.type)
+        bound = literal(_cursor_value(value, "name" if as_text else query.sort), type_=key.type)
         position = tuple_(key, Asset.id)
         statement = statement.where(position < tuple_(bound, last_id) if query.order == "desc"
                                     else position > tuple_(bound, last_id))

@@ -15,6 +15,7 @@ from functools import partial
 from distributed import Client, Future, LocalCluster, as_completed
 
 from catalog import Catalog, library
+from catalog import search as catalog_search
 from catalog.repository import AssetRequest
 from cluster import reencode, script_workers
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
@@ -312,6 +313,13 @@ class Farm:
         were not in it yet."""
         return library.add_to_collection(self.catalog.engine, owner, collection,
                                          _ids(asset_ids))
+
+    def search(self, *, owner: str = "default", **filters) -> catalog_search.Page:
+        """A page of the owner's assets matching ``filters`` (``catalog.search.SearchFilters``:
+        kind, status, tags, collection, text, date ranges, dimensions, ...); pass the page's
+        ``next`` as ``after`` for the next one."""
+        query = catalog_search.SearchQuery(owner=owner, **filters)
+        return catalog_search.search(self.catalog.engine, query)
 
     def results(self, asset_ids: list[str]) -> list[dict]:
         return with_locations(self.catalog, self.stores["renditions"], asset_ids)

@@ -13,6 +13,7 @@ from cluster.cli.options import command_settings
 
 
 def add_parsers(commands) -> None:
+    add_search_parser(commands)
     tag = commands.add_parser("tag", help="tag assets (or --remove the tags)")
     tag.add_argument("assets", nargs="+", metavar="ASSET", help="asset ids")
     tag.add_argument("-t", "--tag", action="append", required=True, dest="tags", metavar="TAG",
@@ -43,6 +44,41 @@ def add_parsers(commands) -> None:
     drop.add_argument("name", metavar="NAME")
     drop.add_argument("--owner", default="default")
     drop.set_defaults(run="library_commands:run_collection_delete")
+
+
+# SearchFilters' fields (held to them by tests/unit/test_library_names.py), written out so
+# that building the parser does not import pydantic and the catalog's models: the values
+# are validated by SearchQuery when the command runs.
+SEARCH_OPTIONS = {
+    "kind": "image, video or audio", "status": "queued, processing, ready, rejected, failed",
+    "tags": "a tag the assets carry; repeat for several (all of them)",
+    "collection": "a collection's name",
+    "text": "words, each in the source's name, a tag, or the title, artist or album",
+    "created_from": "ISO date or time", "created_to": "ISO date or time (excluded)",
+    "captured_from": "ISO date or time", "captured_to": "ISO date or time (excluded)",
+    "min_width": "pixels", "max_width": "pixels", "min_height": "pixels", "max_height": "pixels",
+    "min_duration": "seconds", "max_duration": "seconds",
+    "camera": "part of the camera's make or model", "codec": "video or audio codec, e.g. h264",
+    "deleted": "search deleted assets instead",
+    "sort": "created (default), captured, name, size or duration",
+    "order": "desc (default) or asc", "limit": "results per page (default 50, at most 500)",
+    "after": "the cursor a previous page printed",
+}
+
+
+def add_search_parser(commands) -> None:
+    search = commands.add_parser("search", help="find an owner's assets by metadata, tags, "
+                                                "collection, dates or text")
+    for name, help_ in SEARCH_OPTIONS.items():
+        if name == "deleted":
+            search.add_argument("--deleted", action="store_true", default=None, help=help_)
+        elif name == "tags":
+            search.add_argument("--tag", dest="tags", action="append", metavar="TAG", help=help_)
+        else:
+            search.add_argument(f"--{name.replace('_', '-')}", dest=name, help=help_)
+    search.add_argument("--owner", default="default")
+    search.add_argument("--json", action="store_true", help="print the page as JSON")
+    search.set_defaults(run="library_commands:run_search")
 
 
 def _engine(args: argparse.Namespace):
@@ -96,6 +132,24 @@ def run_collection_delete(args: argparse.Namespace) -> int:
 
     library.delete_collection(_engine(args), args.owner, args.name)
     print(f"deleted collection {args.name!r}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from catalog.search import SearchQuery, search
+
+    given = {name: getattr(args, name) for name in SEARCH_OPTIONS
+             if getattr(args, name) is not None}
+    page = search(_engine(args), SearchQuery(owner=args.owner, **given))
+    if args.json:
+        print(json.dumps(page.model_dump(mode="json"), indent=2))
+        return 0
+    for item in page.items:
+        size = "x".join(str(item[k]) for k in ("width", "height") if item[k])
+        print("\t".join([item["id"], item["status"], item["kind"] or "-", size or "-",
+                         item["source_uri"], ",".join(item["tags"])]))
+    if page.next:
+        print(f"more: --after {page.next}")
     return 0
 
 

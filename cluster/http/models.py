@@ -298,3 +298,34 @@ class CollectionInfo(Model):
     assets: int = Field(description="how many of the owner's assets it holds")
     created_at: datetime
 
+
+class SearchItem(Model):
+    id: UUID
+    status: STATUSES
+    reason: str | None
+    source_uri: str
+    sha256: Sha256 | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    kind: Literal["image", "video", "audio"] | None
+    media_type: str | None
+    size: int | None
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    captured_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    video_codec: str | None
+    audio_codec: str | None
+    title: str | None
+    artist: str | None
+    album: str | None
+    tags: list[str]
+
+
+class SearchPage(Model):
+    items: list[SearchItem]
+    next: str | None = Field(description="pass as ``after`` for the next page; null on the last")
+

@@ -29,3 +29,10 @@ def test_collection_names_keep_their_case_and_refuse_control_characters():
     for raw in ["", "x" * 101, "bell\x07", "rtl\u202eoverride", "zero\u200bwidth"]:
         with pytest.raises(InvalidName):
             collection_name(raw)
+
+
+def test_the_search_command_has_an_option_for_every_search_filter():
+    from catalog.search import SearchFilters
+    from cluster.cli.library_commands import SEARCH_OPTIONS
+
+    assert list(SEARCH_OPTIONS) == list(SearchFilters.model_fields)
