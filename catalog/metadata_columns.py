@@ -9,6 +9,7 @@ which every asset with those bytes shares, and are read once per content, not pe
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
 # Each column, named as the metadata's key, and its Python type. Text is already bounded by
@@ -53,13 +54,16 @@ def _typed(value: object, type_: type, width: int | None, bits: int) -> object:
         return str(value)[:width] or None
     if type_ is datetime:
         return _moment(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (isinstance(value, float) and not math.isfinite(value)):
         return None
     if type_ is int:
         number = int(value)
         return number if -(2 ** bits) <= number < 2 ** bits else None
-    number = float(value)
-    return number if number == number and abs(number) != float("inf") else None
+    try:
+        return float(value)
+    except OverflowError:  # an integer past any float
+        return None
 
 
 def _moment(value: object) -> datetime | None:

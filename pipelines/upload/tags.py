@@ -85,9 +85,17 @@ def audio_tags(source, demuxer: str, container_tags: Mapping[str, str],
     format (``container.format.name``); ``container_tags`` are FFmpeg's tags, used where
     Mutagen reads none.
     """
+    ffmpeg = {str(k).lower(): [v] for k, v in container_tags.items()}
     found = _mutagen_tags(source, demuxer, notes)
     if not found:
-        found = {str(k).lower(): [v] for k, v in container_tags.items()}
+        return typed_tags(ffmpeg, notes)
+    # A frame Mutagen could not parse, it skips; FFmpeg may have read it (and tells if not).
+    for field, names in _FIELDS.items():
+        if not any(found.get(n) for n in names):
+            name = next((n for n in names if _first(ffmpeg.get(n)) not in (None, "")), None)
+            if name is not None:
+                found[name] = ffmpeg[name]
+                notes.add(f"{field}: unreadable to Mutagen; FFmpeg's reading is kept")
     return typed_tags(found, notes)
 
 
