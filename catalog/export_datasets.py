@@ -28,7 +28,8 @@ SCHEMA_VERSION = "1"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON_TEXT = pa.string()
 # Columns that hold JSON documents as text (DuckDB: json_extract; pyarrow: pyarrow.json).
-JSON_COLUMNS = {"renditions": ("encoder", "tool_versions"), "stage_runs": ("details",)}
+JSON_COLUMNS = {"assets": ("media_metadata",), "renditions": ("encoder", "tool_versions"),
+                "stage_runs": ("details",)}
 
 
 def _f(name: str, type_: pa.DataType, nullable: bool, doc: str, unit: str | None = None) -> pa.Field:
@@ -50,6 +51,37 @@ def _media_type(source: str) -> pa.Field:
               f"partition: image, video, audio or unknown, from {source}")
 
 
+# The original's typed metadata (blobs' columns, catalog.metadata_columns; docs/metadata.md).
+_METADATA_FIELDS = [
+    _f("width", pa.int32(), True, "the original's width (images, video)", "pixels"),
+    _f("height", pa.int32(), True, "the original's height (images, video)", "pixels"),
+    _f("duration_s", pa.float64(), True, "how long the video or audio lasts", "seconds"),
+    _f("video_codec", pa.string(), True, "the first video stream's codec (FFmpeg's name)"),
+    _f("audio_codec", pa.string(), True, "the first audio stream's codec (FFmpeg's name)"),
+    _f("frame_rate", pa.float64(), True, "the video's average frame rate", "frames per second"),
+    _ts("captured_at", True, "when it was taken: EXIF DateTimeOriginal (its offset applied, "
+        "else read as UTC) or the video's creation time"),
+    _f("camera_make", pa.string(), True, "the camera's maker (EXIF Make; a phone video's make)"),
+    _f("camera_model", pa.string(), True, "the camera's model (EXIF Model)"),
+    _f("lens", pa.string(), True, "the lens (EXIF LensModel)"),
+    _f("gps_lat", pa.float64(), True, "latitude, only where the farm keeps places",
+       "decimal degrees, north positive"),
+    _f("gps_lon", pa.float64(), True, "longitude, only where the farm keeps places",
+       "decimal degrees, east positive"),
+    _f("artist", pa.string(), True, "the artist tag (at most 1,000 characters)"),
+    _f("album", pa.string(), True, "the album tag (at most 1,000 characters)"),
+    _f("title", pa.string(), True, "the title tag (at most 1,000 characters)"),
+    _f("track", pa.int32(), True, "the track number"),
+    _f("year", pa.int32(), True, "the year of the date tag"),
+    _f("genre", pa.string(), True, "the genre tag (at most 200 characters)"),
+    _f("bit_rate", pa.int64(), True, "the container's bit rate", "bits per second"),
+    _f("sample_rate", pa.int32(), True, "the first audio stream's sample rate", "hertz"),
+    _f("channels", pa.int32(), True, "the first audio stream's channels"),
+    _f("media_metadata", JSON_TEXT, True,
+       "everything validation read of the original, notes included, as JSON text"),
+]
+METADATA_COLUMNS = tuple(f.name for f in _METADATA_FIELDS if f.name != "media_metadata")
+
 _FIELDS: dict[str, list[pa.Field]] = {
     "assets": [
         _f("asset_id", pa.string(), False, "the asset's id (stable for an owner and source)"),
@@ -67,6 +99,7 @@ _FIELDS: dict[str, list[pa.Field]] = {
         _f("content_type", pa.string(), True, "the original's media type (blobs.media_type)"),
         _f("size_bytes", pa.int64(), True, "the original's size", "bytes"),
         _f("store", pa.string(), True, "the store that holds the original"),
+        *_METADATA_FIELDS,
         _f("current_version", pa.int32(), True, "the version its renditions belong to"),
         _f("attempt", pa.int32(), False, "how many times it was queued"),
         _f("job_id", pa.string(), True, "the last backfill or re-encode job that queued it"),
@@ -163,8 +196,9 @@ def _assets_query() -> Select:
     blob = Blob.__table__.alias("original")
     return (select(a.id, a.owner, a.source_uri, a.source_fingerprint, a.recipe_id, a.status,
                    a.reason, a.message, a.retryable, a.sha256, blob.c.media_type, blob.c.size,
-                   blob.c.store, a.current_version, a.attempt, a.job_id, a.deleted_at,
-                   a.created_at, a.updated_at, _kind(blob.c.media_type))
+                   blob.c.store, *(blob.c[name] for name in METADATA_COLUMNS),
+                   cast(blob.c.media_metadata, Text), a.current_version, a.attempt, a.job_id,
+                   a.deleted_at, a.created_at, a.updated_at, _kind(blob.c.media_type))
             .select_from(Asset.__table__.outerjoin(blob, blob.c.sha256 == a.sha256)))
 
 

@@ -16,15 +16,47 @@ class Base(DeclarativeBase):
 
 
 class Blob(Base):
-    """A stored object, addressed by the SHA-256 of its bytes."""
+    """A stored object, addressed by the SHA-256 of its bytes.
+
+    An original's metadata is content metadata: every asset with these bytes shares it. The
+    whole document is ``media_metadata``; the fields people filter by are also typed columns
+    (``catalog.metadata_columns``, docs/metadata.md), null for renditions and where unknown.
+    """
 
     __tablename__ = "blobs"
+    __table_args__ = (Index("ix_blobs_kind_captured_at", "kind", "captured_at"),
+                      Index("ix_blobs_captured_at", "captured_at"),
+                      Index("ix_blobs_camera_model", "camera_model"),
+                      Index("ix_blobs_duration_s", "duration_s"))
     sha256: Mapped[str] = mapped_column(SHA256, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     media_type: Mapped[str] = mapped_column(String(100))
     store: Mapped[str] = mapped_column(String(40))
-    # For originals: dimensions, orientation, camera, capture time, colour space.
+    # For originals: everything validation read (dimensions, camera, streams, tags, notes...).
     media_metadata: Mapped[dict | None] = mapped_column(JSON)
+    kind: Mapped[str | None] = mapped_column(String(10))  # image, video or audio
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    video_codec: Mapped[str | None] = mapped_column(String(40))
+    audio_codec: Mapped[str | None] = mapped_column(String(40))
+    frame_rate: Mapped[float | None] = mapped_column(Float)
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    camera_make: Mapped[str | None] = mapped_column(String(200))
+    camera_model: Mapped[str | None] = mapped_column(String(200))
+    lens: Mapped[str | None] = mapped_column(String(200))
+    # Only where the farm keeps places (MEDIAFARM_KEEP_GPS); never in a rendition.
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    artist: Mapped[str | None] = mapped_column(String(1000))
+    album: Mapped[str | None] = mapped_column(String(1000))
+    title: Mapped[str | None] = mapped_column(String(1000))
+    track: Mapped[int | None] = mapped_column(Integer)
+    year: Mapped[int | None] = mapped_column(Integer)
+    genre: Mapped[str | None] = mapped_column(String(200))
+    bit_rate: Mapped[int | None] = mapped_column(BigInteger)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    channels: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

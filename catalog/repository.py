@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from catalog.db import connect, upgrade
+from catalog.metadata_columns import FILLED, with_columns
 from catalog.retry import DEFAULT_RETRY_S, Retry, retried
 from catalog.models import Asset, AssetVersion, Base, Blob, Job, Recipe, Rendition, StageRun
 
@@ -341,9 +342,15 @@ class Catalog:
     def put_blob(self, sha256: str, size: int, media_type: str, store: str,
                  metadata: dict | None = None) -> None:
         with self.engine.begin() as conn:
-            self._upsert(conn, Blob.__table__, [{"sha256": sha256, "size": size,
-                                                 "media_type": media_type, "store": store,
-                                                 "media_metadata": metadata}], ["sha256"])
+            self._originals(conn, [{"sha256": sha256, "size": size, "media_type": media_type,
+                                    "store": store, "media_metadata": metadata}])
+
+    def _originals(self, conn: Connection, rows: Sequence[dict]) -> None:
+        """Originals' blobs, typed columns filled; metadata read again replaces the row's."""
+        read = {r["sha256"]: with_columns(r) for r in rows if r["media_metadata"] is not None}
+        blobs, bare = Blob.__table__, [r for r in rows if r["media_metadata"] is None]
+        self._upsert(conn, blobs, list(read.values()), ["sha256"], ["media_metadata", *FILLED])
+        self._upsert(conn, blobs, bare, ["sha256"])
 
     @retried
     def write_batch(self, blobs: Sequence[dict], stages: Sequence[StageRecord],
@@ -355,7 +362,7 @@ class Catalog:
         round trip per asset.
         """
         with self.engine.begin() as conn:
-            self._upsert(conn, Blob.__table__, blobs, ["sha256"])
+            self._originals(conn, blobs)
             self._stages(conn, stages)
             self._ready(conn, ready)
             self._stop(conn, stops)

@@ -69,6 +69,10 @@ class Settings:
     # stage row says so (status skipped, the sizes in its details). For trusted sources only.
     scan_max_bytes: int = SCAN_MAX_BYTES
     scan_oversize: str = "reject"
+    # Whether the catalog keeps where a photo or video was taken (blobs.gps_lat, gps_lon). Off by
+    # default: a place is personal data. Farm-wide, since a blob's metadata is shared by every
+    # owner of the same bytes. Renditions never carry it either way.
+    keep_gps: bool = False
 
     def key(self) -> str:
         """A stable string naming this configuration, for per-process caches."""
@@ -145,6 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
         scheduler_timeout_s=float(pick("scheduler_timeout_s", "10")),
         scan_max_bytes=int(pick("scan_max_bytes", str(SCAN_MAX_BYTES))),
         scan_oversize=_scan_oversize(pick("scan_oversize", "reject")),
+        keep_gps=_flag("MEDIAFARM_KEEP_GPS", pick("keep_gps", "false")),
     )
 
 
@@ -231,6 +236,15 @@ def _scan_oversize(text: str) -> str:
     if mode not in SCAN_OVERSIZE_MODES:
         raise ValueError(f"MEDIAFARM_SCAN_OVERSIZE is {text!r}; expected one of {SCAN_OVERSIZE_MODES}")
     return mode
+
+
+def _flag(variable: str, text: object) -> bool:
+    if isinstance(text, bool):  # YAML's own true and false
+        return text
+    value = str(text).strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{variable} is {text!r}; expected true or false")
+    return value in ("1", "true", "yes", "on")
 
 
 def _gpu_mode(text: str) -> str:

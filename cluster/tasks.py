@@ -28,6 +28,7 @@ from pipelines.transform.convert import to_srgb
 from pipelines.transform.resize import resize
 from pipelines.upload.hashing import sha256_hex
 from pipelines.upload.isobmff import MAX_FTYP_BYTES
+from pipelines.upload.metadata import without_gps
 from pipelines.upload.validate import Validated, kind_of, sniff, validate, validate_media_file
 from pipelines.vips import tool_versions
 
@@ -110,6 +111,8 @@ def validate_task(job: Job, carry: Carry) -> Carry:
         except BaseException:
             _discard(job, carry)  # refused or failed: its staged bytes are not kept
             raise
+        if not job.settings.keep_gps:  # the farm's policy: the place goes no further
+            validated = replace(validated, metadata=without_gps(validated.metadata))
         return replace(carry, validated=validated, details={
             "format": validated.format, "width": validated.width, "height": validated.height})
     return _run("validate", job, carry, body)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import av
 import av.logging
 
 from pipelines.outcome import Rejected
 from pipelines.upload.sandbox import run_isolated
-from pipelines.upload.served_source import ServedSource, Source, open_media
+from pipelines.upload.served_source import ServedReader, ServedSource, Source, open_media
+from pipelines.upload.tags import Notes, audio_tags, buffered, container_fields
 
 # Demuxers that may read an upload. Playlist and indirection demuxers (hls, dash,
 # concat, image2, tty...) are absent: they open other files or URLs named inside
@@ -68,6 +69,10 @@ class MediaInfo:
     duration_s: float | None
     bit_rate: int | None
     streams: tuple[StreamInfo, ...]
+    # What the file says of itself (pipelines.upload.tags): artist, album, title, track, year,
+    # genre, other tags; capture time, camera and place from a video's container; and notes
+    # on what was dropped or cut.
+    tags: dict = field(default_factory=dict)
 
     @property
     def media_kind(self) -> str:
@@ -131,14 +136,41 @@ def _probe_path(path: Source, limits: MediaLimits) -> MediaInfo:
         info = _describe(container)
         _check(info, limits)
         length = _read_through(container, info, limits)
+        container_tags = _container_tags(container)
+    info = replace(info, tags=_tags(path, info, container_tags))
     # No duration in the header (a FLAC whose STREAMINFO leaves it out): what the packets say.
     return info if info.duration_s is not None else replace(info, duration_s=round(length, 6))
 
 
+def _container_tags(container) -> dict[str, str]:
+    """FFmpeg's tags of the file, and of its streams (where Ogg keeps Vorbis comments)."""
+    tags = {}
+    for stream in container.streams:
+        if stream.type == "audio":
+            tags.update(stream.metadata)
+    return {**tags, **container.metadata}
+
+
+def _tags(path: Source, info: MediaInfo, container_tags: dict[str, str]) -> dict:
+    """Tags read after the file proved sound; a broken tag is dropped or cut, with a note."""
+    notes = Notes()
+    source = path if isinstance(path, str) else buffered(ServedReader(path))
+    try:
+        tags = audio_tags(source, info.container, container_tags, notes)
+    finally:
+        if source is not path:
+            source.close()
+    tags.update(container_fields(container_tags, notes) if info.media_kind == "video" else {})
+    if notes:
+        tags["notes"] = list(notes)
+    return tags
+
+
 def _open(path: Source, limits: MediaLimits):
     try:
+        # Tags in another encoding than UTF-8 are read with U+FFFD, not refused (tags.py).
         return open_media(path, options={**DECODER_OPTIONS, **picture_cap(limits)},
-                          container_options=OPEN_OPTIONS)
+                          container_options=OPEN_OPTIONS, metadata_errors="replace")
     except av.error.FFmpegError as exc:
         error = exc
     name = _probed_format(path)

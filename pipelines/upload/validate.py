@@ -319,8 +319,17 @@ def _validate_media(data: bytes, kind: str) -> Validated:
 
 def _described(info: MediaInfo, kind: str) -> Validated:
     video = next((s for s in info.streams if s.kind == "video"), None)
+    audio = next((s for s in info.streams if s.kind == "audio"), None)
     metadata = {"container": info.container, "duration_s": info.duration_s,
-                "bit_rate": info.bit_rate, "streams": [asdict(s) for s in info.streams]}
+                "bit_rate": info.bit_rate, "streams": [asdict(s) for s in info.streams],
+                # The first video and audio streams' figures, as the catalog's columns hold them.
+                "width": video.width if video else None, "height": video.height if video else None,
+                "video_codec": video.codec if video else None,
+                "frame_rate": round(video.frame_rate, 3) if video and video.frame_rate else None,
+                "audio_codec": audio.codec if audio else None,
+                "sample_rate": audio.sample_rate if audio else None,
+                "channels": audio.channels if audio else None,
+                **info.tags}
     media_type = MEDIA_FORMATS[kind]
     if info.media_kind == "audio" and media_type.startswith("video/"):
         media_type = "audio/" + media_type.split("/", 1)[1]

@@ -25,6 +25,7 @@ from sqlalchemy import insert, select
 from catalog import Catalog, analytics
 from catalog.export import (CHANGE_COLUMN, DATASETS, JSON_COLUMNS, KEYS, SCHEMAS, destination_key,
                             export, open_dataset, watermark)
+from catalog.export_datasets import METADATA_COLUMNS
 from catalog.models import Asset, AssetVersion, Blob, ExportWatermark, Recipe, Rendition, StageRun
 from catalog.repository import AssetRequest, RenditionRecord, StageRecord, utcnow
 from tests.conftest import make_settings, s3_store
@@ -179,7 +180,9 @@ def catalog_rows(catalog: Catalog, dataset: str) -> dict[tuple, dict]:
             row["asset_id"] = row.pop("id")
             ext = re.search(r"\.([a-z0-9]{1,10})$", row["source_uri"].lower())
             row.update(source_extension=ext and ext[1], content_type=blob and blob.media_type,
-                       size_bytes=blob and blob.size, store=blob and blob.store)
+                       size_bytes=blob and blob.size, store=blob and blob.store,
+                       media_metadata=blob and blob.media_metadata,
+                       **{c: blob and getattr(blob, c) for c in METADATA_COLUMNS})
         elif dataset == "asset_versions":
             blob = blobs.get(row["blob_sha256"])
             row.update(content_type=blob.media_type, size_bytes=blob.size, store=blob.store)

@@ -8,6 +8,7 @@ the largest integers the columns hold.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -34,6 +35,15 @@ JSON = {"name": "café ☕ 写真", "quote": "a\"b\\c", "nested": {"list": [1, 2
         "big": INT64_MAX, "empty": {}}
 
 
+# The typed metadata columns at their extremes (catalog.metadata_columns).
+TYPED = {"kind": "image", "width": INT32_MAX, "height": 0, "duration_s": TINY,
+         "video_codec": "", "audio_codec": UNICODE[:40], "frame_rate": 1e308,
+         "captured_at": APOLLO, "camera_make": UNICODE, "camera_model": "Ünï 写真",
+         "lens": None, "gps_lat": -90.0, "gps_lon": 179.9999999, "artist": UNICODE * 10,
+         "album": "", "title": "\\u0000 not a NUL", "track": 0, "year": INT32_MAX,
+         "genre": UNICODE, "bit_rate": INT64_MAX, "sample_rate": INT32_MAX, "channels": -1}
+
+
 def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
@@ -46,7 +56,7 @@ def populate(catalog: Catalog) -> None:
         Recipe: [{"id": "r1", "name": UNICODE, "definition": JSON, "created_at": T1}],
         Blob: [
             {"sha256": ORIGINAL, "size": INT64_MAX, "media_type": "image/jpeg", "store": "originals",
-             "media_metadata": JSON, "created_at": APOLLO},
+             "media_metadata": JSON, "created_at": APOLLO, **TYPED},
             {"sha256": OUTPUT, "size": 0, "media_type": "image/webp", "store": "", "created_at": T1},
             # A blob whose media type says nothing: the rows that use it fall in "unknown".
             {"sha256": BARE, "size": 1, "media_type": "application/x-ünknown", "store": UNICODE,
@@ -153,6 +163,9 @@ def test_arrow_reader_reads_what_sqlalchemy_reads(catalog_url, batch_rows):
     assert full["updated_at"] == stored(T1, catalog)
     assert full["size_bytes"] == INT64_MAX and full["current_version"] == INT32_MAX
     assert full["retryable"] is True and full["source_extension"] == "jpeg"
+    assert {c: full[c] for c in TYPED if c != "kind"} == {c: v for c, v in TYPED.items()
+                                                         if c != "kind"}
+    assert json.loads(full["media_metadata"]) == JSON
     bare = tables["assets"][("a-bare",)]
     assert bare["sha256"] is bare["content_type"] is bare["deleted_at"] is bare["recipe_id"] is None
     assert bare["media_type"] == "unknown" and bare["source_uri"] == "" and bare["retryable"] is False

@@ -5,7 +5,7 @@ and their collections, each a named set of assets; indexes for an owner's search
 sorted by creation, with or without a status.
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0009
 """
 
 from alembic import op
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = '0011'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
