@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+import math
+import unicodedata
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,6 +29,8 @@ from catalog.models import Asset, AssetTag, Blob, Collection, CollectionItem
 MAX_LIMIT = 500
 SORTS = Literal["created", "captured", "name", "size", "duration"]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
+Pixels = Annotated[int, Field(ge=0, le=2 ** 31 - 1)]  # the catalog's integer columns
+Seconds = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 
 class SearchFilters(BaseModel):
@@ -45,12 +49,12 @@ class SearchFilters(BaseModel):
     created_to: datetime | None = None
     captured_from: datetime | None = None
     captured_to: datetime | None = None
-    min_width: Annotated[int, Field(ge=0)] | None = None
-    max_width: Annotated[int, Field(ge=0)] | None = None
-    min_height: Annotated[int, Field(ge=0)] | None = None
-    max_height: Annotated[int, Field(ge=0)] | None = None
-    min_duration: Annotated[float, Field(ge=0)] | None = None
-    max_duration: Annotated[float, Field(ge=0)] | None = None
+    min_width: Pixels | None = None
+    max_width: Pixels | None = None
+    min_height: Pixels | None = None
+    max_height: Pixels | None = None
+    min_duration: Seconds | None = None
+    max_duration: Seconds | None = None
     camera: Text | None = Field(None, description="part of the camera's make or model")
     codec: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
         None, description="the video or audio codec, e.g. h264, aac")
@@ -61,10 +65,28 @@ class SearchFilters(BaseModel):
     after: Annotated[str, Field(max_length=1000)] | None = Field(
         None, description="the previous page's next cursor")
 
+    @field_validator("text", "camera", "codec", "after")
+    @classmethod
+    def _printable(cls, text: str | None) -> str | None:
+        if text is not None and any(unicodedata.category(c) in ("Cc", "Cs") for c in text):
+            raise ValueError("control characters are not searchable")
+        return text
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
         return sorted({tag_name(t) for t in tags})
+
+    @field_validator("created_from", "created_to", "captured_from", "captured_to")
+    @classmethod
+    def _utc(cls, moment: datetime | None) -> datetime | None:
+        """A time without a zone is UTC, as the catalog's times are."""
+        if moment is None or moment.tzinfo is None:
+            return moment and moment.replace(tzinfo=timezone.utc)
+        try:
+            return moment.astimezone(timezone.utc)
+        except OverflowError as exc:  # past year 9999 or before year 1 in UTC
+            raise ValueError("the time is out of range") from exc
 
     @field_validator("collection")
     @classmethod
@@ -110,8 +132,10 @@ def search(engine: Engine, query: SearchQuery) -> Page:
                  .select_from(Asset).outerjoin(Blob, Blob.sha256 == Asset.sha256)
                  .where(*_filters(query)))
     if query.after is not None:
-        value, last_id = _decode(query.after)
-        bound = literal(_cursor_value(value, "name" if as_text else query.sort), type_=key.type)
+        sort, value, last_id = _decode(query.after)
+        if sort != query.sort:
+            raise ValueError(f"after is a cursor of a search sorted by {sort}, not {query.sort}")
+        bound = literal(_cursor_value(value, "name" if as_text else sort), type_=key.type)
         position = tuple_(key, Asset.id)
         statement = statement.where(position < tuple_(bound, last_id) if query.order == "desc"
                                     else position > tuple_(bound, last_id))
@@ -126,7 +150,7 @@ def search(engine: Engine, query: SearchQuery) -> Page:
         row["tags"] = tags.get(row["id"], [])
     last = rows[-1] if more else None
     return Page(items=[{k: v for k, v in r.items() if k != "sort_value"} for r in rows],
-                next=_encode(last["sort_value"], last["id"]) if last else None)
+                next=_encode(query.sort, last["sort_value"], last["id"]) if last else None)
 
 
 def _sort_key(sort: str):
@@ -187,19 +211,23 @@ def _tags_of(conn, owner: str, ids: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def _encode(value: Any, asset_id: str) -> str:
-    text = json.dumps([value.isoformat() if isinstance(value, datetime) else value, asset_id])
+def _encode(sort: str, value: Any, asset_id: str) -> str:
+    text = json.dumps([sort, value.isoformat() if isinstance(value, datetime) else value,
+                       asset_id])
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[Any, str]:
+def _decode(cursor: str) -> tuple[str, Any, str]:
+    """(sort, last row's sort value, last row's id) from a cursor ``_encode`` made."""
     try:
-        value, asset_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        sort, value, asset_id = json.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError) as exc:
         raise ValueError("after is not a cursor this search gave") from exc
-    if not isinstance(asset_id, str) or not isinstance(value, (str, int, float)):
+    if not (isinstance(asset_id, str) and isinstance(value, (str, int, float))
+            and sort in SORTS.__args__):
         raise ValueError("after is not a cursor this search gave")
-    return value, asset_id
+    return sort, value, asset_id
 
 
 def _cursor_value(value: Any, sort: str) -> Any:
@@ -210,6 +238,6 @@ def _cursor_value(value: Any, sort: str) -> Any:
             raise ValueError("after is not a cursor of this sort") from exc
     if sort == "name":
         return str(value)
-    if isinstance(value, str):
+    if isinstance(value, str) or not math.isfinite(value) or abs(value) >= 2 ** 63:
         raise ValueError("after is not a cursor of this sort")
     return value

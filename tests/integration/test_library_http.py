@@ -97,3 +97,31 @@ def test_collections_over_http_are_the_owners_own(api, http, uploaded):
     _error(http.delete(trip, headers=alice), 404, "not_found")
     assert http.get(f"{api.url}/v1/collections", headers=alice).json() == []
     assert [c["assets"] for c in http.get(f"{api.url}/v1/collections", headers=bob).json()] == [1]
+
+
+def test_search_over_http_pages_the_owners_assets_and_refuses_nonsense(api, http, uploaded):
+    alice, bob = api.token("alice"), api.token("bob")
+    a1, a2, a3 = uploaded["alice"]
+    assert http.put(f"{api.url}/v1/assets/{a3}/tags/searchable", headers=alice).status_code == 204
+    seen, after = [], None
+    while True:
+        params = {"kind": "image", "limit": 1, "min_width": 320, **({"after": after} if after else {})}
+        page = http.get(f"{api.url}/v1/search", headers=alice, params=params)
+        assert page.status_code == 200, page.text
+        seen += [item["id"] for item in page.json()["items"]]
+        after = page.json()["next"]
+        if after is None:
+            break
+    assert sorted(seen) == sorted([a1, a2, a3])
+    [found] = http.get(f"{api.url}/v1/search", headers=alice,
+                       params={"tags": "searchable"}).json()["items"]
+    assert (found["id"], found["width"], found["height"]) == (a3, 320, 240)
+    assert found["tags"] == ["searchable"] and found["kind"] == "image"
+    assert [i["id"] for i in http.get(f"{api.url}/v1/search", headers=bob).json()["items"]] == (
+        uploaded["bob"])
+    assert http.get(f"{api.url}/v1/search", headers=bob,
+                    params={"tags": "searchable"}).json()["items"] == []
+    for nonsense in [{"kind": "pdf"}, {"limit": 10_000}, {"owner": "alice"},
+                     {"sort": "duration", "after": "AAAA"}, {"min_width": "wide"},
+                     {"created_from": "2025-01-01", "created_to": "2024-01-01"}]:
+        _error(http.get(f"{api.url}/v1/search", headers=bob, params=nonsense), 422)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Response
 from catalog import library
 from cluster.http.dependencies import AssetId, Reader, Service, Submitter
 from cluster.http.models import AUTH_ERRORS, CollectionInfo, errors
+from cluster.http.request_checks import utc
 from cluster.http.routes.tags import library_call
 
 router = APIRouter(tags=["library"], responses=AUTH_ERRORS)
@@ -26,18 +27,24 @@ Name = Annotated[str, Path(max_length=4 * library.COLLECTION_MAX_CHARS,
             response_description="the collections, by name")
 async def list_collections(principal: Reader, service: Service) -> list[CollectionInfo]:
     rows = await to_thread.run_sync(library.collections, service.engine, principal.owner)
-    return [CollectionInfo(**row) for row in rows]
+    return [_info(row) for row in rows]
 
 
 @router.put("/v1/collections/{name}", response_model=CollectionInfo,
             operation_id="createCollection", summary="Make a collection (again is no change)",
-            response_description="the collection", responses=errors({422: "not a name"}))
+            response_description="the collection",
+            responses=errors({404: "a name with a slash in it names no collection",
+                              422: "not a name"}))
 async def create_collection(principal: Submitter, service: Service,
                             name: Name) -> CollectionInfo:
     made = await to_thread.run_sync(library_call, library.create_collection, service.engine,
                                     principal.owner, name)
     rows = await to_thread.run_sync(library.collections, service.engine, principal.owner)
-    return CollectionInfo(**next(row for row in rows if row["id"] == made["id"]))
+    return _info(next(row for row in rows if row["id"] == made["id"]))
+
+
+def _info(row: dict) -> CollectionInfo:
+    return CollectionInfo(**{**row, "created_at": utc(row["created_at"])})
 
 
 @router.delete("/v1/collections/{name}", status_code=204, response_class=Response,
