@@ -1,4 +1,5 @@
-"""Test media made by real encoders (the ffmpeg CLI): music with covers, odd FLACs, a phone's HEVC MOV.
+"""Test media made by real encoders (the ffmpeg CLI, Mutagen's ID3 writer): music with covers and
+tags, malformed ID3 frames, odd FLACs, a phone's HEVC MOV.
 
 FLAC frames are rewritten here rather than committed as binaries: the cases that
 broke the farm (a rate change mid-stream, an old encoder's sample-numbered frames)
@@ -14,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import av
+from mutagen.id3 import ID3, PRIV, TALB, TCON, TIT2, TPE1, TRCK, Encoding
 
 from tests.corpus.generate import png_bomb
 
@@ -55,6 +57,41 @@ def with_ogg_picture(audio: Path, cover: Path, size: tuple[int, int], out: Path)
     ffmpeg("-i", str(audio), "-c:a", "libopus", "-metadata",
            f"METADATA_BLOCK_PICTURE={base64.b64encode(block).decode()}", str(out))
     return out
+
+
+# Tags as ffmpeg's muxers write them (ID3, MP4 atoms, Vorbis comments, RIFF INFO).
+TAGS = {"artist": "Ünïcode Artist 写真", "album": "The Album", "title": "A Title",
+        "track": "3/12", "date": "2021-05-04", "genre": "Jazz"}
+
+
+def tagged(path: Path, *codec: str, seconds: float = 1.5, tags: dict = TAGS) -> Path:
+    """A sine tone encoded with ``codec``, its tags written by ffmpeg's own muxer."""
+    metadata = [arg for key, value in tags.items() for arg in ("-metadata", f"{key}={value}")]
+    ffmpeg("-f", "lavfi", "-t", str(seconds), "-i", "sine=frequency=440:sample_rate=44100",
+           "-ac", "2", *codec, *metadata, str(path))
+    return path
+
+
+def malformed_mp3_file(path: Path) -> Path:
+    """An MP3 whose ID3 tag Mutagen wrote with a 200,000-character title, NULs and controls in
+    the artist, 3,000 random bytes as a Latin-1 genre, a track that is no number, an album in
+    UTF-16 holding a lone surrogate, and a 4 MB private frame of random bytes."""
+    tagged(path, "-c:a", "libmp3lame", tags={"title": "x"})
+    junk = random.Random(7)
+    tags = ID3(path)
+    tags.add(TIT2(encoding=Encoding.UTF8, text="t" * 200_000))
+    tags.add(TPE1(encoding=Encoding.UTF8, text="\x01\x02Bad\x7f Artist\x00second"))
+    tags.add(TCON(encoding=Encoding.LATIN1, text=junk.randbytes(3000).decode("latin-1")))
+    tags.add(TRCK(encoding=Encoding.UTF8, text="side B"))
+    tags.add(TALB(encoding=Encoding.UTF16, text="Album"))
+    tags.add(PRIV(owner="junk", data=junk.randbytes(4_000_000)))
+    tags.save(path)
+    # The album's text, re-encoded by hand as UTF-16 with a lone high surrogate in it.
+    data = path.read_bytes()
+    album = "Album".encode("utf-16-le")
+    assert data.count(album) == 1
+    path.write_bytes(data.replace(album, b"A\x00\x00\xd8" + album[4:]))
+    return path
 
 
 def music_library(root: Path) -> Path:

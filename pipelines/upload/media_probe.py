@@ -154,13 +154,17 @@ def _container_tags(container) -> dict[str, str]:
 def _tags(path: Source, info: MediaInfo, container_tags: dict[str, str]) -> dict:
     """Tags read after the file proved sound; a broken tag is dropped or cut, with a note."""
     notes = Notes()
-    source = path if isinstance(path, str) else buffered(ServedReader(path))
     try:
-        tags = audio_tags(source, info.container, container_tags, notes)
-    finally:
-        if source is not path:
-            source.close()
-    tags.update(container_fields(container_tags, notes) if info.media_kind == "video" else {})
+        source = path if isinstance(path, str) else buffered(ServedReader(path))
+        try:
+            tags = audio_tags(source, info.container, container_tags, notes)
+        finally:
+            if source is not path:
+                source.close()
+        tags.update(container_fields(container_tags, notes) if info.media_kind == "video" else {})
+    except Exception as exc:  # noqa: BLE001 - the file is sound; its tags are only tags
+        tags = {}
+        notes.add(f"tags: not read ({type(exc).__name__})")
     if notes:
         tags["notes"] = list(notes)
     return tags

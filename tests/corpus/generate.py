@@ -24,6 +24,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageCms
 import PIL.PngImagePlugin
+from PIL.ExifTags import GPS, IFD, Base
 import pillow_heif
 import pyvips
 
@@ -214,6 +215,31 @@ def png_with_text(*chunks: tuple[str, str | bytes]) -> bytes:
 
 def png_with_latin1_text() -> bytes:
     return png_with_text(("Beschreibung Größe", "Grüße aus Köln"), ("Comment", b"caf\xe9 \xff\xfe"))
+
+
+def camera_exif(make="Canon", model="Canon EOS R5", lens="RF24-105mm F4 L IS USM",
+                taken="2024:07:14 09:08:07", offset: str | None = "+02:00",
+                lat=("N", (51.0, 30.0, 25.84)), lon=("W", (0.0, 7.0, 39.6))) -> PIL.Image.Exif:
+    """EXIF as a camera writes it: make, model, lens, capture time and its offset, a place."""
+    exif = PIL.Image.Exif()
+    exif[Base.Make], exif[Base.Model] = make, model
+    exif[Base.DateTime] = "2030:01:01 00:00:00"  # when it was edited: not the capture time
+    sub = exif.get_ifd(IFD.Exif)
+    sub[Base.DateTimeOriginal], sub[Base.LensModel] = taken, lens
+    if offset:
+        sub[Base.OffsetTimeOriginal] = offset
+    if lat:
+        gps = exif.get_ifd(IFD.GPSInfo)
+        gps[GPS.GPSLatitudeRef], gps[GPS.GPSLatitude] = lat
+        gps[GPS.GPSLongitudeRef], gps[GPS.GPSLongitude] = lon
+    return exif
+
+
+def jpeg_with_exif(exif: PIL.Image.Exif, size=(64, 48)) -> bytes:
+    """A JPEG by Pillow's encoder carrying ``exif``."""
+    buffer = io.BytesIO()
+    pil_scene(*size, 3).save(buffer, "JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
 
 
 def jpeg_with_odd_exif() -> bytes:

@@ -5,12 +5,10 @@ columns of blobs already catalogued, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import random
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from mutagen.id3 import ID3, PRIV, TALB, TCON, TIT2, TPE1, TRCK, Encoding
 from sqlalchemy import insert, inspect, select, text
 
 from catalog import upgrade
@@ -19,26 +17,17 @@ from catalog.models import Blob
 from pipelines.upload.served_source import Serving
 from pipelines.upload.tags import SHORT_LIMIT, TEXT_LIMIT
 from pipelines.upload.validate import validate, validate_media_file
-from tests.media_samples import ffmpeg
+from tests.media_samples import TAGS, ffmpeg, malformed_mp3_file, tagged
 from tests.services.postgres import scratch_database
 
 pytestmark = pytest.mark.slow
 
-TAGS = {"artist": "Ünïcode Artist 写真", "album": "The Album", "title": "A Title",
-        "track": "3/12", "date": "2021-05-04", "genre": "Jazz"}
 # name: (codec arguments, the codec the probe names)
 AUDIO = {"tagged.mp3": (("-c:a", "libmp3lame"), "mp3"), "tagged.m4a": (("-c:a", "aac"), "aac"),
          "tagged.flac": (("-c:a", "flac"), "flac"),
          "tagged.ogg": (("-c:a", "libvorbis"), "vorbis"),
          "tagged.opus": (("-c:a", "libopus"), "opus"),
          "tagged.wav": (("-c:a", "pcm_s16le"), "pcm_s16le")}
-
-
-def tagged(path: Path, *codec: str, seconds: float = 1.5, tags: dict = TAGS) -> Path:
-    metadata = [arg for key, value in tags.items() for arg in ("-metadata", f"{key}={value}")]
-    ffmpeg("-f", "lavfi", "-t", str(seconds), "-i", "sine=frequency=440:sample_rate=44100",
-           "-ac", "2", *codec, *metadata, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -80,25 +69,7 @@ def test_video_codec_duration_frame_rate_dimensions_time_and_place(folder):
 
 @pytest.fixture(scope="module")
 def malformed_mp3(folder) -> Path:
-    """An MP3 whose ID3 tag Mutagen wrote with a 200,000-character title, NULs and controls in
-    the artist, 3,000 random bytes as a Latin-1 genre, a track that is no number, an album in
-    UTF-16 holding a lone surrogate, and a 4 MB private frame of random bytes."""
-    path = tagged(folder / "malformed.mp3", "-c:a", "libmp3lame", tags={"title": "x"})
-    junk = random.Random(7)
-    tags = ID3(path)
-    tags.add(TIT2(encoding=Encoding.UTF8, text="t" * 200_000))
-    tags.add(TPE1(encoding=Encoding.UTF8, text="\x01\x02Bad\x7f Artist\x00second"))
-    tags.add(TCON(encoding=Encoding.LATIN1, text=junk.randbytes(3000).decode("latin-1")))
-    tags.add(TRCK(encoding=Encoding.UTF8, text="side B"))
-    tags.add(TALB(encoding=Encoding.UTF16, text="Album"))
-    tags.add(PRIV(owner="junk", data=junk.randbytes(4_000_000)))
-    tags.save(path)
-    # The album's text, re-encoded by hand as UTF-16 with a lone high surrogate in it.
-    data = path.read_bytes()
-    album = "Album".encode("utf-16-le")
-    assert data.count(album) == 1
-    path.write_bytes(data.replace(album, b"A\x00\x00\xd8" + album[4:]))
-    return path
+    return malformed_mp3_file(folder / "malformed.mp3")
 
 
 def test_malformed_tags_are_dropped_or_cut_with_notes_and_the_file_still_passes(malformed_mp3):

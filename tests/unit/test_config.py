@@ -232,3 +232,15 @@ def test_the_retired_max_bytes_is_refused_naming_what_replaced_it(tmp_path):
         path.write_text(f"mediafarm:\n  {text}\n")
         with pytest.raises(ValueError, match="no longer read.*MEDIAFARM_MAX_MEDIA_BYTES"):
             load_settings(environ={}, config_file=path)
+
+
+def test_places_are_kept_only_when_asked(tmp_path):
+    base = {"MEDIAFARM_DATA_DIR": str(tmp_path)}
+    assert load_settings(environ=base).keep_gps is False
+    for text, kept in (("true", True), ("1", True), ("off", False), ("False", False)):
+        assert load_settings(environ={**base, "MEDIAFARM_KEEP_GPS": text}).keep_gps is kept
+    with pytest.raises(ValueError, match="MEDIAFARM_KEEP_GPS is 'maybe'"):
+        load_settings(environ={**base, "MEDIAFARM_KEEP_GPS": "maybe"})
+    config = tmp_path / "farm.yml"
+    config.write_text("mediafarm:\n  keep-gps: true\n")
+    assert load_settings(environ=base, config_file=config).keep_gps is True

@@ -3,13 +3,10 @@ only by policy, tags made safe, and the catalog's typed columns from the JSON do
 
 from __future__ import annotations
 
-import io
 from datetime import datetime, timezone
 
 import pyvips
 import pytest
-from PIL import Image
-from PIL.ExifTags import GPS, IFD, Base
 
 from catalog.metadata_columns import FILLED, metadata_columns
 from pipelines.recipe import Preset
@@ -20,30 +17,7 @@ from pipelines.upload.metadata import without_gps
 from pipelines.upload.tags import (SHORT_LIMIT, TEXT_LIMIT, Notes, clean_text, container_fields,
                                    iso6709, typed_tags)
 from pipelines.upload.validate import validate
-from tests.corpus.generate import heic, pil_scene
-
-
-def camera_exif(make="Canon", model="Canon EOS R5", lens="RF24-105mm F4 L IS USM",
-                taken="2024:07:14 09:08:07", offset: str | None = "+02:00",
-                lat=("N", (51.0, 30.0, 25.84)), lon=("W", (0.0, 7.0, 39.6))) -> Image.Exif:
-    exif = Image.Exif()
-    exif[Base.Make], exif[Base.Model] = make, model
-    exif[Base.DateTime] = "2030:01:01 00:00:00"  # when it was edited: not the capture time
-    sub = exif.get_ifd(IFD.Exif)
-    sub[Base.DateTimeOriginal], sub[Base.LensModel] = taken, lens
-    if offset:
-        sub[Base.OffsetTimeOriginal] = offset
-    if lat:
-        gps = exif.get_ifd(IFD.GPSInfo)
-        gps[GPS.GPSLatitudeRef], gps[GPS.GPSLatitude] = lat
-        gps[GPS.GPSLongitudeRef], gps[GPS.GPSLongitude] = lon
-    return exif
-
-
-def jpeg(exif: Image.Exif, size=(64, 48)) -> bytes:
-    buffer = io.BytesIO()
-    pil_scene(*size, 3).save(buffer, "JPEG", quality=90, exif=exif)
-    return buffer.getvalue()
+from tests.corpus.generate import camera_exif, heic, jpeg_with_exif as jpeg
 
 
 def test_a_cameras_jpeg_gives_make_model_lens_capture_time_and_place():
