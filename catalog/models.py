@@ -60,6 +60,12 @@ class Blob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+# For sorts by capture time (else when first stored), size and duration (catalog.search).
+Index("ix_blobs_taken", func.coalesce(Blob.captured_at, Blob.created_at))
+Index("ix_blobs_size", Blob.size)
+Index("ix_blobs_duration_or_zero", func.coalesce(Blob.duration_s, 0.0))
+
+
 class Recipe(Base):
     __tablename__ = "recipes"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -77,7 +83,8 @@ class Asset(Base):
                       # an owner's search, newest first, with or without a status (search.py)
                       Index("ix_assets_owner_created", "owner", "created_at", "id"),
                       Index("ix_assets_owner_status_created", "owner", "status", "created_at",
-                            "id"))
+                            "id"),
+                      Index("ix_assets_sha256", "sha256"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     source_uri: Mapped[str] = mapped_column(Text)
@@ -259,7 +266,7 @@ class AssetTag(Base):
     """An owner's tag on one of their assets (many-to-many: a tag is its name)."""
 
     __tablename__ = "asset_tags"
-    __table_args__ = (Index("ix_asset_tags_owner_tag", "owner", "tag"),)
+    __table_args__ = (Index("ix_asset_tags_owner_tag", "owner", "tag", "asset_id"),)
     asset_id: Mapped[str] = mapped_column(String(36), ForeignKey("assets.id"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))  # the asset's, kept for the owner's index
