@@ -18,7 +18,7 @@ makes, for every file in SRC_DIR, the renditions PRESETS_JSON names
   shrink-on-load), and ``encode_image`` takes no WebP quality or method;
 - ``ray``: ``ray.data.read_binary_files`` -> ``map`` (SHA-256 and
   ``bench_images.vips_rendition`` per preset, writing the files) ->
-  ``sum``, on a local Ray started by the command.
+  ``take_all``, on a local Ray started by the command.
 
 Each prints one JSON line: images, renditions and bytes. Only the standard
 library and bench_images at module level: the pool's children import this file.
