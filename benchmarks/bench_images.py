@@ -108,20 +108,36 @@ def _start_pillow_child() -> None:
     from PIL import Image, ImageOps, WebPImagePlugin  # noqa: F401
 
 
-def vips_renditions(job: tuple[str, tuple[PlainPreset, ...]]) -> tuple[int, int, int, int]:
+# A job is (path, presets) or (path, presets, out): with an output folder, each rendition is
+# also written there as <stem>.<preset>.webp (benchmarks/bench_peers.py's pools).
+Job = tuple[str, tuple[PlainPreset, ...]] | tuple[str, tuple[PlainPreset, ...], str]
+
+
+def _keep(job: Job, name: str, data: bytes) -> int:
+    """Write one rendition when the job names an output folder; its size either way."""
+    if len(job) > 2:
+        Path(job[2], f"{Path(job[0]).stem}.{name}.webp").write_bytes(data)
+    return len(data)
+
+
+def vips_renditions(job: Job) -> tuple[int, int, int, int]:
     """One photograph's renditions with bare pyvips: (pid, peak RSS KiB, renditions, bytes)."""
+    path, presets = job[:2]
+    data = Path(path).read_bytes()
+    total = sum(_keep(job, preset[0], vips_rendition(data, preset)) for preset in presets)
+    return os.getpid(), peak_rss_kib(), len(presets), total
+
+
+def vips_rendition(data: bytes, preset: PlainPreset) -> bytes:
+    """One rendition of an encoded image with bare pyvips (shrink-on-load, then WebP)."""
     import pyvips
 
-    path, presets = job
-    data = Path(path).read_bytes()
-    total = 0
-    for _name, width, height, fit, quality in presets:
-        options = {"height": height or width, "size": "down"}
-        if fit == "cover":
-            options["crop"] = "centre"
-        image = pyvips.Image.thumbnail_buffer(data, width, **options)
-        total += len(image.webpsave_buffer(Q=quality, effort=VIPS_EFFORT, keep="none"))
-    return os.getpid(), peak_rss_kib(), len(presets), total
+    _name, width, height, fit, quality = preset
+    options = {"height": height or width, "size": "down"}
+    if fit == "cover":
+        options["crop"] = "centre"
+    image = pyvips.Image.thumbnail_buffer(data, width, **options)
+    return image.webpsave_buffer(Q=quality, effort=VIPS_EFFORT, keep="none")
 
 
 def _scaled_size(width: int, height: int, preset: PlainPreset) -> tuple[int, int]:
@@ -133,11 +149,11 @@ def _scaled_size(width: int, height: int, preset: PlainPreset) -> tuple[int, int
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def pillow_renditions(job: tuple[str, tuple[PlainPreset, ...]]) -> tuple[int, int, int, int]:
+def pillow_renditions(job: Job) -> tuple[int, int, int, int]:
     """One photograph's renditions with Pillow: (pid, peak RSS KiB, renditions, bytes)."""
     from PIL import Image, ImageOps
 
-    path, presets = job
+    path, presets = job[:2]
     data = Path(path).read_bytes()
     with Image.open(io.BytesIO(data)) as source:
         turned = source.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation swaps sides
@@ -147,7 +163,7 @@ def pillow_renditions(job: tuple[str, tuple[PlainPreset, ...]]) -> tuple[int, in
         source.draft(None, (need[1], need[0]) if turned else need)
         upright = ImageOps.exif_transpose(source)  # decodes, at the drafted scale
     total = 0
-    for _name, box_w, box_h, fit, quality in presets:
+    for name, box_w, box_h, fit, quality in presets:
         if fit == "cover":
             image = ImageOps.fit(upright, (box_w, box_h), method=Image.Resampling.LANCZOS)
         else:
@@ -155,7 +171,7 @@ def pillow_renditions(job: tuple[str, tuple[PlainPreset, ...]]) -> tuple[int, in
             image.thumbnail((box_w, box_h or box_w), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         image.save(out, format="WEBP", quality=quality, method=PILLOW_WEBP_METHOD)
-        total += out.tell()
+        total += _keep(job, name, out.getvalue())
     return os.getpid(), peak_rss_kib(), len(presets), total
 
 
