@@ -14,6 +14,8 @@ queries one at a time, and are not dependencies here), hence this module.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from math import comb
 
@@ -54,39 +56,47 @@ def _band_masks(m: int) -> list[int]:
     return [((1 << (hi - lo)) - 1) << lo for lo, hi in zip(edges, edges[1:])]
 
 
-def near_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i, j)``, ``i != j``, of ``hashes`` (uint64) at most ``threshold`` bits
-    apart, each pair once. Equal hashes are pairs too."""
+def near_pairs(hashes: np.ndarray, threshold: int,
+               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)``, ``i < j``, of ``hashes`` (uint64) at most ``threshold`` bits
+    apart, each pair once. Equal hashes are pairs too. The band sets are searched on
+    ``threads`` threads (default: one per core; numpy lets go of the GIL in its loops)."""
     hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
     n = len(hashes)
     if n < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     m, k = plan(n, threshold)
-    masks = _band_masks(m)
-    found_i, found_j = [], []
-    for chosen in combinations(masks, k):
-        mask = np.uint64(sum(chosen))
-        keys = hashes & mask
-        order = np.argsort(keys)
-        keys = keys[order]
-        # Pairs (p, p + step) of the sorted keys with equal keys; a run of equal keys is
-        # walked one step further each round while any run is still that long.
-        active = np.flatnonzero(keys[:-1] == keys[1:])
-        step = 1
-        while active.size:
-            i, j = order[active], order[active + step]
-            close = popcount(hashes[i] ^ hashes[j]) <= threshold
-            found_i.append(i[close])
-            found_j.append(j[close])
-            step += 1
-            active = active[active + step < n]
-            active = active[keys[active] == keys[active + step]]
-    if not found_i:
+    masks = [np.uint64(sum(chosen)) for chosen in combinations(_band_masks(m), k)]
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        found = [pair for pairs in pool.map(lambda mask: _pairs_sharing(hashes, mask, threshold),
+                                            masks) for pair in pairs]
+    if not found:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    i = np.concatenate([i for i, _ in found])
+    j = np.concatenate([j for _, j in found])
     low, high = np.minimum(i, j).astype(np.int64), np.maximum(i, j).astype(np.int64)
     unique = np.unique(low * n + high)  # a pair found under several band sets, once
     return unique // n, unique % n
+
+
+def _pairs_sharing(hashes: np.ndarray, mask: np.uint64,
+                   threshold: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pairs within ``threshold`` among hashes equal on ``mask``'s bits."""
+    n = len(hashes)
+    order = np.argsort(hashes & mask)
+    ordered = hashes[order]  # one gather; candidates are then read in order
+    keys = ordered & mask
+    # Pairs (p, p + step) of the sorted keys with equal keys; a run of equal keys is
+    # walked one step further each round while any run is still that long.
+    active = np.flatnonzero(keys[:-1] == keys[1:])
+    step, found = 1, []
+    while active.size:
+        hit = active[popcount(ordered[active] ^ ordered[active + step]) <= threshold]
+        found.append((order[hit], order[hit + step]))
+        step += 1
+        active = active[active + step < n]
+        active = active[keys[active] == keys[active + step]]
+    return found
 
 
 def group_labels(hashes: np.ndarray, threshold: int) -> np.ndarray:
