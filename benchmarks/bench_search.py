@@ -75,7 +75,7 @@ def tables(assets: int, big_share: float, owners: int, seed: int = 7) -> list[tu
             duration = (n % 600) + 0.5 if kind != "image" else None
             video_codec = ("h264" if n % 2 else "hevc") if kind == "video" else None
             audio_codec = ("aac" if kind == "video" else "mp3") if kind != "image" else None
-            yield (_sha("b", n), 100_000 + n % 9_000_000, media, "originals", None, kind, width,
+            yield (_sha("b", n), 100_000 + (n * 2654435761) % 9_000_000, media, "originals", None, kind, width,
                    height, duration, video_codec, audio_codec, captured, make, model,
                    f"Song {n}" if kind == "audio" else None, START)
 
@@ -93,7 +93,7 @@ def tables(assets: int, big_share: float, owners: int, seed: int = 7) -> list[tu
     def tags():
         for n in range(0, assets, 3):
             owner = _owner(n, assets, big_share, owners)
-            chosen = {TAGS[190 + n % 10]} if n % 2 else set()  # common tags on every sixth
+            chosen = {TAGS[190 + (n // 6) % 9]} if n % 2 else set()  # common: on every sixth
             chosen |= {TAGS[(n * 31 + k * 17) % 190] for k in range(1 + n % 2)}
             for tag in chosen:
                 yield (f"{n:08x}-0000-4000-8000-{n:012x}", tag, owner, START)
@@ -131,6 +131,7 @@ def queries(owner: str) -> dict[str, dict]:
         "common tag": {"tags": ["holiday"]},
         "rare tag": {"tags": ["tag042"]},
         "two tags": {"tags": ["holiday", "tag042"]},
+        "a tag nobody has": {"tags": ["review"]},
         "collection": {"collection": "Album 1"},
         "camera": {"camera": "canon"},
         "video codec, over a minute": {"codec": "h264", "min_duration": 60},
@@ -139,6 +140,7 @@ def queries(owner: str) -> dict[str, dict]:
         "large images": {"min_width": 4000, "kind": "image"},
         "text: one word": {"text": "beach"},
         "text: two words": {"text": "sunset 00012"},
+        "text: an audio title": {"text": "song 12"},
         "largest first": {"sort": "size"},
         "by name": {"sort": "name", "order": "asc"},
         "page 20": {"page": 20},

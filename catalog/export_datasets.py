@@ -1,4 +1,4 @@
-"""The four exported datasets: their Arrow schemas, the catalog queries that fill them, and how
+"""The exported datasets: their Arrow schemas, the catalog queries that fill them, and how
 a reader's columns become a dataset's record batch.
 
 Each dataset's columns are documented in its schema (field metadata ``description`` and
@@ -18,10 +18,10 @@ from sqlalchemy import Text, case, cast, func, literal, select
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 
-from catalog.models import Asset, AssetVersion, Blob, Rendition, StageRun
+from catalog.models import Asset, AssetVersion, Blob, NearDuplicateMember, Rendition, StageRun
 from catalog.repository import Catalog
 
-DATASETS = ("assets", "asset_versions", "renditions", "stage_runs")
+DATASETS = ("assets", "asset_versions", "renditions", "stage_runs", "near_duplicate_groups")
 MEDIA_TYPES = ("image", "video", "audio", "unknown")
 SCHEMA_VERSION = "1"
 
@@ -155,18 +155,33 @@ _FIELDS: dict[str, list[pa.Field]] = {
            "what the stage reported, as JSON text (scan: engine, signatures_version, clean, signature)"),
         _f("source_content_type", pa.string(), True, "the asset's original's media type"),
     ],
+    "near_duplicate_groups": [
+        _f("owner", pa.string(), False, "the owner: groups never hold two owners' assets"),
+        _f("asset_id", pa.string(), False, "the asset"),
+        _f("group_id", pa.string(), True,
+           "its group (the group's smallest asset id); null once it is in no group"),
+        _f("sha256", pa.string(), False, "SHA-256 of the asset's original"),
+        _f("phash", pa.int64(), False,
+           "the original's (or a video poster's) 64-bit pHash, as a signed integer"),
+        _f("threshold", pa.int32(), False, "the Hamming distance the search allowed", "bits"),
+        _f("content_type", pa.string(), True, "the original's media type"),
+        _ts("computed_at", False, "the change timestamp: the search that put it there"),
+    ],
 }
 
 # The column whose value orders a dataset's changes; rows past the watermark are exported.
 CHANGE_COLUMN = {"assets": "updated_at", "asset_versions": "created_at",
-                 "renditions": "created_at", "stage_runs": "finished_at"}
+                 "renditions": "created_at", "stage_runs": "finished_at",
+                 "near_duplicate_groups": "computed_at"}
 # What identifies a row across exports: its latest exported state is the current one.
 KEYS = {"assets": ("asset_id",), "asset_versions": ("asset_id", "version"),
         "renditions": ("source_sha256", "recipe_id", "preset"),
-        "stage_runs": ("asset_id", "stage", "attempt")}
+        "stage_runs": ("asset_id", "stage", "attempt"),
+        "near_duplicate_groups": ("owner", "asset_id")}
 # Which media type the media_type partition is taken from.
 MEDIA_TYPE_FROM = {"assets": "content_type", "asset_versions": "content_type",
-                   "renditions": "content_type", "stage_runs": "source_content_type"}
+                   "renditions": "content_type", "stage_runs": "source_content_type",
+                   "near_duplicate_groups": "content_type"}
 
 _PARTITION_FIELDS = {
     name: (_DAY, _media_type(f"`{column}`")) for name, column in MEDIA_TYPE_FROM.items()}
@@ -237,6 +252,15 @@ def _stage_runs_query() -> Select:
                          .outerjoin(blob, blob.c.sha256 == asset.c.sha256)))
 
 
+def _near_duplicates_query() -> Select:
+    g = NearDuplicateMember.__table__.c
+    blob = Blob.__table__.alias("original")
+    return (select(g.owner, g.asset_id, g.group_id, g.sha256, g.phash, g.threshold,
+                   blob.c.media_type, g.computed_at, _kind(blob.c.media_type))
+            .select_from(NearDuplicateMember.__table__
+                         .outerjoin(blob, blob.c.sha256 == g.sha256)))
+
+
 @dataclass(frozen=True)
 class _Spec:
     query: Callable[[], Select]
@@ -249,6 +273,8 @@ _SPECS = {
     "asset_versions": _Spec(_versions_query, AssetVersion.__table__.c.created_at),
     "renditions": _Spec(_renditions_query, Rendition.__table__.c.created_at),
     "stage_runs": _Spec(_stage_runs_query, StageRun.__table__.c.finished_at),
+    "near_duplicate_groups": _Spec(_near_duplicates_query,
+                                   NearDuplicateMember.__table__.c.computed_at),
 }
 
 # -- what a reader selects, and the batch it makes of it -------------------------------------------

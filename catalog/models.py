@@ -291,3 +291,37 @@ class CollectionItem(Base):
     asset_id: Mapped[str] = mapped_column(String(36), ForeignKey("assets.id"), primary_key=True,
                                           index=True)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PerceptualHash(Base):
+    """A picture's perceptual hash, per original blob: an image's, or a video's poster's.
+
+    ``phash`` is the 64-bit pHash as a signed BIGINT (two's complement of the unsigned
+    value); ``keyframes`` a video's fingerprint, the pHashes of a few keyframes, likewise.
+    """
+
+    __tablename__ = "perceptual_hashes"
+    __table_args__ = (Index("ix_perceptual_hashes_phash", "phash"),)
+    sha256: Mapped[str] = mapped_column(SHA256, ForeignKey("blobs.sha256"), primary_key=True)
+    phash: Mapped[int] = mapped_column(BigInteger)
+    keyframes: Mapped[list | None] = mapped_column(JSON)
+    algorithm: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class NearDuplicateMember(Base):
+    """An asset's place in its owner's near-duplicate groups, as the last search left it.
+
+    ``group_id`` is the smallest asset id of the group; None when the asset was in a group
+    and no longer is (kept, so an exported change log says so). Owners never share a group.
+    """
+
+    __tablename__ = "near_duplicate_groups"
+    __table_args__ = (Index("ix_near_duplicate_groups_group", "owner", "group_id"),)
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(36), ForeignKey("assets.id"), primary_key=True)
+    group_id: Mapped[str | None] = mapped_column(String(36))
+    sha256: Mapped[str] = mapped_column(SHA256)
+    phash: Mapped[int] = mapped_column(BigInteger)
+    threshold: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Connection
 from catalog.db import connect, upgrade
 from catalog.metadata_columns import FILLED, with_columns
 from catalog.retry import DEFAULT_RETRY_S, Retry, retried
-from catalog.models import Asset, AssetVersion, Base, Blob, Job, Recipe, Rendition, StageRun
+from catalog.models import (Asset, AssetVersion, Base, Blob, Job, PerceptualHash, Recipe, Rendition,
+                            StageRun)
 
 
 TERMINAL = ("ready", "rejected", "failed")
@@ -354,16 +355,19 @@ class Catalog:
 
     @retried
     def write_batch(self, blobs: Sequence[dict], stages: Sequence[StageRecord],
-                    ready: Sequence[tuple], stops: Sequence[tuple]) -> None:
+                    ready: Sequence[tuple], stops: Sequence[tuple],
+                    hashes: Sequence[dict] = ()) -> None:
         """Many assets' writes in one transaction: the bulk path's way to the catalog.
 
-        ``ready`` holds ``record_ready`` argument tuples, ``stops`` ``record_stop`` ones.
+        ``ready`` holds ``record_ready`` argument tuples, ``stops`` ``record_stop`` ones,
+        ``hashes`` ``perceptual_hashes`` rows (``catalog.near_duplicates.hash_row``).
         Set-based: a handful of statements per table whatever the batch size, not a
         round trip per asset.
         """
         with self.engine.begin() as conn:
             self._originals(conn, blobs)
             self._stages(conn, stages)
+            self._upsert(conn, PerceptualHash.__table__, list(hashes), ["sha256"])
             self._ready(conn, ready)
             self._stop(conn, stops)
 

@@ -321,6 +321,20 @@ class Farm:
         query = catalog_search.SearchQuery(owner=owner, **filters)
         return catalog_search.search(self.catalog.engine, query)
 
+    def near_duplicates(self, owner: str = "default", threshold: int | None = None, *,
+                        search: bool = True) -> list[dict]:
+        """``owner``'s near-duplicate groups (pHashes at most ``threshold`` bits apart),
+        after searching that owner's ready assets again unless ``search`` is False.
+
+        See ``catalog.near_duplicates``; the cluster is not used.
+        """
+        from catalog import near_duplicates
+
+        if search:
+            near_duplicates.find(self.catalog, owner,
+                                 near_duplicates.DEFAULT_THRESHOLD if threshold is None else threshold)
+        return near_duplicates.groups(self.catalog, owner)
+
     def results(self, asset_ids: list[str]) -> list[dict]:
         return with_locations(self.catalog, self.stores["renditions"], asset_ids)
 

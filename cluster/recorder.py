@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from catalog.near_duplicates import hash_row
 from catalog.repository import Catalog, RenditionRecord, StageRecord
 
 
@@ -30,6 +31,9 @@ class Recorder:
 
     def blob(self, sha256: str, size: int, media_type: str, store: str, metadata: dict) -> None:
         self.catalog.put_blob(sha256, size, media_type, store, metadata)
+
+    def perceptual_hash(self, sha256: str, phash: int, keyframes: tuple[int, ...]) -> None:
+        self.catalog.write_batch([], [], [], [], [hash_row(sha256, phash, keyframes)])
 
     def ready(self, asset_id: str, attempt: int, source_sha256: str, recipe_id: str,
               renditions: list[RenditionRecord], store: str) -> None:
@@ -49,6 +53,7 @@ class BufferedRecorder(Recorder):
     stages: list[StageRecord] = field(default_factory=list)
     readies: list[tuple] = field(default_factory=list)
     stops: list[tuple] = field(default_factory=list)
+    hashes: list[dict] = field(default_factory=list)
 
     def processing(self, asset_id: str, attempt: int) -> None:
         pass  # the partition marks its assets processing in one statement when it starts
@@ -60,6 +65,9 @@ class BufferedRecorder(Recorder):
         self.blobs.append({"sha256": sha256, "size": size, "media_type": media_type,
                            "store": store, "media_metadata": metadata})
 
+    def perceptual_hash(self, sha256: str, phash: int, keyframes: tuple[int, ...]) -> None:
+        self.hashes.append(hash_row(sha256, phash, keyframes))
+
     def ready(self, *args) -> None:
         self.readies.append(args)
 
@@ -67,8 +75,8 @@ class BufferedRecorder(Recorder):
         self.stops.append(args)
 
     def flush(self) -> None:
-        self.catalog.write_batch(self.blobs, self.stages, self.readies, self.stops)
-        self.blobs, self.stages, self.readies, self.stops = [], [], [], []
+        self.catalog.write_batch(self.blobs, self.stages, self.readies, self.stops, self.hashes)
+        self.blobs, self.stages, self.readies, self.stops, self.hashes = [], [], [], [], []
 
 
 _active: ContextVar[Recorder | None] = ContextVar("mediafarm_recorder", default=None)

@@ -25,7 +25,7 @@ from pipelines.outcome import Failed, StageStop, Stop, unexpected
 from pipelines.raster import Raster
 from pipelines.recipe import Preset, Recipe
 from pipelines.transform.convert import to_srgb
-from pipelines.transform.resize import resize
+from pipelines.transform.resize import resize_hashed
 from pipelines.upload.hashing import sha256_hex
 from pipelines.upload.isobmff import MAX_FTYP_BYTES
 from pipelines.upload.metadata import without_gps
@@ -54,6 +54,8 @@ class Carry:
     encoded: tuple[Encoded, ...] = ()
     published: tuple[RenditionRecord, ...] = ()  # media renditions stored by their stage
     poster_frame: bytes | None = None  # a video's poster frame (PNG), taken beside the transcode
+    phash: int | None = None  # the picture's (or poster's) 64-bit pHash, from resize's intermediate
+    fingerprint: tuple[int, ...] = ()  # a video's keyframes' pHashes, taken with its poster frame
     stop: Stop | None = None
     details: dict = field(default_factory=dict)
 
@@ -186,9 +188,10 @@ def resize_task(job: Job, carry: Carry) -> Carry:
         # A large image was staged, not carried: read from the store, under the image limit.
         data = carry.data if carry.data is not None else \
             runtime.stores(job.settings)["originals"].get(carry.sha256)
-        rasters = tuple(resize(data, todo, device=placement.image_device_here(job.settings.gpu),
-                               limits=job.settings.limits, decoder=carry.validated.decoder))
-        return replace(carry, data=None, rasters=rasters,
+        rasters, phash = resize_hashed(data, todo,
+                                       device=placement.image_device_here(job.settings.gpu),
+                                       limits=job.settings.limits, decoder=carry.validated.decoder)
+        return replace(carry, data=None, rasters=tuple(rasters), phash=phash,
                        details={r.preset: [r.width, r.height] for r in rasters})
     return _run("resize", job, carry, body)
 
@@ -227,6 +230,8 @@ def record_task(job: Job, carry: Carry) -> dict:
     if stop is None:
         def body() -> Carry:
             renditions = _publish(job, carry)
+            if carry.phash is not None:  # before ready: the same transaction in a partition
+                writes.perceptual_hash(carry.sha256, carry.phash, carry.fingerprint)
             writes.ready(job.asset_id, job.attempt, carry.sha256, job.recipe.id, renditions,
                          "renditions")
             return replace(carry, encoded=(), details={"renditions": len(renditions)})

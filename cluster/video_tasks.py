@@ -23,12 +23,13 @@ from pipelines.optimize.hls import hls_rendition, package_hls
 from pipelines.outputs import planned_outputs
 from pipelines.transform import chunks
 from pipelines.transform.convert import to_srgb
-from pipelines.transform.resize import resize
+from pipelines.transform.resize import resize_hashed
 from pipelines.outcome import Failed, Rejected, StageStop
 from pipelines.outputs import has_poster
 from pipelines.transform.encode_loop import VideoOutput
 from pipelines.transform.ladder import ladder
-from pipelines.transform.video import isolated, poster_frame_isolated, preview_clip, transcode_isolated
+from pipelines.transform.video import (isolated, poster_and_fingerprint_isolated, preview_clip,
+                                       transcode_isolated)
 from pipelines.upload.hashing import sha256_hex
 from pipelines.upload.served_source import Source
 
@@ -80,7 +81,8 @@ def transcode(job, carry):
         # A video's frame is taken here; an audio file's cover is cheap and left to the poster stage.
         if carry.validated.kind == "video" and _poster_presets(job, carry):
             source = _original(job, carry, opened)
-            poster_frame = beside.submit(poster_frame_isolated, source, info, job.settings.limits)
+            poster_frame = beside.submit(poster_and_fingerprint_isolated, source, info,
+                                         job.settings.limits)
         for preset in job.recipe.video:
             rungs = ([(f"{preset.name}-{h}p", h) for h in ladder(preset, info)]
                      if carry.validated.kind == "video"
@@ -102,14 +104,16 @@ def transcode(job, carry):
                     output = preview_clip(source, str(folder), preset, info,
                                           preset.preview_seconds, decoders)
                     records.append(_store_output(job, carry, name, output))
-        frame = _frame_or_none(poster_frame)
+        frame, fingerprint = _frame_or_none(poster_frame) or (None, ())
     return replace(carry, published=carry.published + tuple(records), poster_frame=frame,
+                   fingerprint=fingerprint,
                    details={r.preset: {"bytes": r.bytes, "width": r.width, "height": r.height,
                                        "encoder": r.encoder["encoder"]} for r in records})
 
 
-def _frame_or_none(future: Future | None) -> bytes | None:
-    """The poster frame taken beside the transcode; None when that did not work out.
+def _frame_or_none(future: Future | None) -> tuple[bytes, tuple[int, ...]] | None:
+    """The poster frame and fingerprint taken beside the transcode; None when that did not
+    work out.
 
     A frame that could not be taken is the poster stage's to report: it tries
     again itself and stops the asset with the reason, as it always has.
@@ -186,22 +190,25 @@ def poster(job, carry):
     todo = _poster_presets(job, carry)
     if not todo:
         return replace(carry, details={"skipped": "every preset reused"})
-    frame = carry.poster_frame
+    frame, fingerprint = carry.poster_frame, carry.fingerprint
     if frame is None:  # not taken beside the transcode (every rung reused, a cover, or it failed there)
         with runtime.stores(job.settings)["originals"].readable(carry.sha256) as source:
             # Decoding strangers' media happens in a throwaway child, as in the upload probe.
             try:
-                frame = poster_frame_isolated(source, carry.validated.media, job.settings.limits)
+                frame, fingerprint = poster_and_fingerprint_isolated(
+                    source, carry.validated.media, job.settings.limits)
             except Rejected as exc:
                 if carry.validated.kind == "video":
                     raise
                 return replace(carry, details={
                     "skipped": f"the cover cannot be the poster: {exc.message}",
                     "reason": exc.reason})
-    rasters = [to_srgb(r) for r in resize(frame, todo, limits=job.settings.limits)]
-    encoded = tuple(replace(compress(r, p), preset=f"poster-{p.name}")
+    # The poster's pHash comes from the intermediate its renditions are cut from.
+    rasters, phash = resize_hashed(frame, todo, limits=job.settings.limits)
+    encoded = tuple(replace(compress(to_srgb(r), p), preset=f"poster-{p.name}")
                     for r, p in zip(rasters, todo))
-    return replace(carry, encoded=carry.encoded + encoded, poster_frame=None,
+    return replace(carry, encoded=carry.encoded + encoded, poster_frame=None, phash=phash,
+                   fingerprint=fingerprint,
                    details={e.preset: len(e.data) for e in encoded})
 
 

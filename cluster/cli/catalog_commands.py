@@ -42,6 +42,33 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_near_duplicates(args: argparse.Namespace) -> int:
+    from catalog import near_duplicates
+
+    catalog = open_catalog(command_settings(args))
+    threshold = near_duplicates.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if not 0 <= threshold < 64:
+        print(f"mediafarm: --threshold is a count of bits, 0 to 63, not {threshold}",
+              file=sys.stderr)
+        return 2
+    report = None if args.no_search else near_duplicates.find(catalog, args.owner, threshold)
+    owners = [args.owner] if args.owner else near_duplicates.owners(catalog)
+    found = {owner: near_duplicates.groups(catalog, owner) for owner in owners}
+    if args.json:
+        print(json.dumps({"search": report, "groups": found}, indent=2))
+        return 0
+    if report is not None:
+        print(f"searched {report['assets']} assets of {report['owners']} owner(s) at "
+              f"{threshold} bits: {report['groups']} groups, {report['grouped']} assets in them",
+              file=sys.stderr)
+    for owner, groups in found.items():
+        for group in groups:
+            print(f"{owner}  group {group['group_id']}  ({len(group['assets'])} assets)")
+            for asset in group["assets"]:
+                print(f"    {asset['phash']}  {asset['asset_id']}  {asset['source_uri']}")
+    return 0
+
+
 def run_db_upgrade(args: argparse.Namespace) -> int:
     settings = command_settings(args)
     open_catalog(settings)

@@ -189,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
         "clean", help="drop expired tus uploads and abort abandoned S3 multipart uploads"
     ).set_defaults(run="uploads_command:run_clean")
 
+    near = commands.add_parser(
+        "near-duplicates", help="group each owner's ready pictures whose perceptual hashes are "
+                                "within a few bits, record the groups and print them")
+    near.add_argument("--owner", help="search this owner only (default: every owner)")
+    near.add_argument("--threshold", type=int, metavar="BITS",
+                      help="Hamming distance allowed, of 64 bits (default: 8)")
+    near.add_argument("--no-search", action="store_true",
+                      help="print the groups the last search recorded, without searching")
+    near.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    near.set_defaults(run="catalog_commands:run_near_duplicates")
+
     db = commands.add_parser("db", help="catalog maintenance")
     db_commands = db.add_subparsers(required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply catalog migrations"

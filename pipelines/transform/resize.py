@@ -30,6 +30,7 @@ from pipelines.raster import SAMPLE_BYTES, Raster, written
 from pipelines.recipe import Preset
 from pipelines.transform import gpu, pillow_decode
 from pipelines.transform.convert import needs_conversion
+from pipelines.transform.perceptual import phash_image
 from pipelines.upload.validate import LIBVIPS, Limits, check_decode_bytes, image_decoder, read_header
 from pipelines.vips import error_text
 
@@ -55,21 +56,35 @@ def resize(data: bytes, presets: tuple[Preset, ...], device: str = "cpu",
     the header first: past ``limits.max_decode_bytes`` it is Rejected ``over_limit``.
     ``decoder`` is ``Validated.decoder`` (found from the bytes when None).
     """
+    return _resize(data, presets, device, limits, decoder, hashed=False)[0]
+
+
+def resize_hashed(data: bytes, presets: tuple[Preset, ...], device: str = "cpu",
+                  limits: Limits = Limits(),
+                  decoder: str | None = None) -> tuple[list[Raster], int]:
+    """``resize``'s rasters and the picture's 64-bit pHash (``pipelines.transform.perceptual``),
+    taken from the same intermediate (an animation's first frame): no second decode."""
+    return _resize(data, presets, device, limits, decoder, hashed=True)
+
+
+def _resize(data: bytes, presets: tuple[Preset, ...], device: str, limits: Limits,
+            decoder: str | None, hashed: bool) -> tuple[list[Raster], int | None]:
     if device not in DEVICES:
         raise ValueError(f"device {device!r} is not one of {DEVICES}")
     try:
         decoder = decoder or image_decoder(data)
         if decoder != LIBVIPS:
-            return _cut_decoded(pillow_decode.decode(data, decoder, presets, limits), presets)
+            return _cut_decoded(pillow_decode.decode(data, decoder, presets, limits), presets,
+                                hashed)
         header = _header(data)
         width, height = header.width, header.height
         scale, size, outputs = _plan(header, presets)
         _check_budget(header, size, outputs, limits)
         if header.frames > 1:
-            return _animated(data, presets, width, height, size)
+            return _animated(data, presets, width, height, size, hashed)
         intermediate, path = _intermediate(data, width, height, scale, device, header.page)
-        return [Raster.from_image(p.name, _fit(intermediate, p, width, height), path=path)
-                for p in presets]
+        return ([Raster.from_image(p.name, _fit(intermediate, p, width, height), path=path)
+                 for p in presets], phash_image(intermediate) if hashed else None)
     except pyvips.Error as exc:
         raise Rejected("corrupt", f"the image cannot be decoded: {error_text(exc)}") from exc
 
@@ -92,12 +107,14 @@ def intermediate_size(width: int, height: int, frames: int, bands: int, icc: boo
     return size
 
 
-def _cut_decoded(decoded: pillow_decode.Decoded, presets: tuple[Preset, ...]) -> list[Raster]:
+def _cut_decoded(decoded: pillow_decode.Decoded, presets: tuple[Preset, ...],
+                 hashed: bool) -> tuple[list[Raster], int | None]:
     width, height = decoded.source_width, decoded.source_height
     image = decoded.image()
+    phash = phash_image(image) if hashed else None
     if decoded.frames > 1:
-        return _cut_strip(decoded.pixels, image, presets, width, height)
-    return [Raster.from_image(p.name, _fit(image, p, width, height)) for p in presets]
+        return _cut_strip(decoded.pixels, image, presets, width, height), phash
+    return [Raster.from_image(p.name, _fit(image, p, width, height)) for p in presets], phash
 
 
 def _plan(header: _Header,
@@ -196,7 +213,7 @@ def output_size(preset: Preset, width: int, height: int) -> tuple[int, int]:
 
 
 def _animated(data: bytes, presets: tuple[Preset, ...], width: int, height: int,
-              size: tuple[int, int]) -> list[Raster]:
+              size: tuple[int, int], hashed: bool) -> tuple[list[Raster], int | None]:
     """Read every frame once, shrunk as it streams, then cut each preset from that strip.
 
     The strip and each preset are written frame by frame straight into Python
@@ -210,8 +227,9 @@ def _animated(data: bytes, presets: tuple[Preset, ...], width: int, height: int,
     like = _like(strip)
     pixels = written(strip)
     del strip  # the loader's own frames go with it, before the presets are cut
-    return _cut_strip(pixels, _wrap(pixels, frame_width, page, count, like), presets, width,
-                      height)
+    whole = _wrap(pixels, frame_width, page, count, like)
+    return (_cut_strip(pixels, whole, presets, width, height),
+            phash_image(whole) if hashed else None)
 
 
 def _cut_strip(pixels: bytearray, whole: pyvips.Image, presets: tuple[Preset, ...], width: int,

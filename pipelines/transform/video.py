@@ -17,6 +17,7 @@ from av.video.reformatter import VideoReformatter
 from pipelines.outcome import Rejected
 from pipelines.recipe import VideoPreset
 from pipelines.transform.audio import audio_settings, encode_audio, open_audio_stream
+from pipelines.transform import perceptual
 from pipelines.transform.cover import cover_picture
 from pipelines.transform.encode_loop import VideoOutput, encode_video, file_duration, remove_quietly
 from pipelines.transform.geometry import INTERPOLATION, Turner, display_size, plan_geometry
@@ -36,6 +37,8 @@ POSTER_SPAN_S = 60.0
 POSTER_MIN_LUMA = 40.0
 POSTER_MIN_STDDEV = 12.0
 POSTER_MAX_SIDE = 1920
+# A video's fingerprint: the pHashes of this many keyframes over its length.
+FINGERPRINT_KEYFRAMES = 4
 # Sandbox limits: decoding plus encoding, with codec threads.
 MEMORY_BYTES = 6 * 1024 ** 3
 BASE_TIMEOUT_S = 60.0
@@ -96,41 +99,82 @@ def poster_frame(source: Source, info: MediaInfo, limits: Limits = Limits()) -> 
     A file with no video but a cover picture (album art) has the cover as its
     poster, held to the image ``limits`` (see ``cover``).
     """
-    import numpy as np
+    return poster_and_fingerprint(source, info, limits, keyframes=0)[0]
 
+
+def poster_and_fingerprint(source: Source, info: MediaInfo, limits: Limits = Limits(),
+                           keyframes: int = FINGERPRINT_KEYFRAMES) -> tuple[bytes, tuple[int, ...]]:
+    """``poster_frame``, and the video's fingerprint from the same opened file: the 64-bit
+    pHash (``pipelines.transform.perceptual``) of ``keyframes`` keyframes evenly spaced over
+    its length, each the keyframe a seek lands on, so one frame is decoded per hash.
+    A cover has no fingerprint (empty)."""
     with open_input(source) as container:
         video = video_stream(container)
         if video is None:
-            return cover_picture(container, limits, POSTER_MAX_SIDE)
+            return cover_picture(container, limits, POSTER_MAX_SIDE), ()
         enable_threads(video)
-        duration = info.duration_s or 0.0
-        span = min(duration, POSTER_SPAN_S) if duration > 0 else 1.0
-        best, best_luma, previous = None, -1.0, None
-        for index in range(POSTER_SAMPLES):
-            target = span * index / POSTER_SAMPLES
-            frame = _frame_at(container, video, target)
-            if frame is None or (previous is not None and frame.pts == previous):
-                continue
-            previous = frame.pts
-            small = frame.reformat(64, max(2, round(64 * frame.height / frame.width)), "gray")
-            luma = small.to_ndarray().astype(np.float32)
-            mean, spread = float(luma.mean()), float(luma.std())
-            if mean >= POSTER_MIN_LUMA and spread >= POSTER_MIN_STDDEV:
-                best = frame
-                break
-            if mean > best_luma:
-                best, best_luma = frame, mean
-        if best is None:
-            raise Rejected("corrupt", "no video frame could be decoded")
-        geometry = plan_geometry(best, video, _poster_rung(best, video))
-        upright = Turner(geometry).apply(VideoReformatter().reformat(
-            best, geometry.scale_width, geometry.scale_height, "rgb24", interpolation=INTERPOLATION))
-        return _png(upright)
+        png = _poster(container, video, info)
+        return png, _keyframe_hashes(container, video, info.duration_s or 0.0, keyframes)
+
+
+def _poster(container, video, info: MediaInfo) -> bytes:
+    import numpy as np
+
+    duration = info.duration_s or 0.0
+    span = min(duration, POSTER_SPAN_S) if duration > 0 else 1.0
+    best, best_luma, previous = None, -1.0, None
+    for index in range(POSTER_SAMPLES):
+        target = span * index / POSTER_SAMPLES
+        frame = _frame_at(container, video, target)
+        if frame is None or (previous is not None and frame.pts == previous):
+            continue
+        previous = frame.pts
+        small = frame.reformat(64, max(2, round(64 * frame.height / frame.width)), "gray")
+        luma = small.to_ndarray().astype(np.float32)
+        mean, spread = float(luma.mean()), float(luma.std())
+        if mean >= POSTER_MIN_LUMA and spread >= POSTER_MIN_STDDEV:
+            best = frame
+            break
+        if mean > best_luma:
+            best, best_luma = frame, mean
+    if best is None:
+        raise Rejected("corrupt", "no video frame could be decoded")
+    geometry = plan_geometry(best, video, _poster_rung(best, video))
+    upright = Turner(geometry).apply(VideoReformatter().reformat(
+        best, geometry.scale_width, geometry.scale_height, "rgb24", interpolation=INTERPOLATION))
+    return _png(upright)
+
+
+def _keyframe_hashes(container, video, duration: float, count: int) -> tuple[int, ...]:
+    """pHashes of the keyframes at or before 1/(count+1), 2/(count+1)... of ``duration``."""
+    hashes, seen = [], set()
+    if duration <= 0:
+        return ()
+    origin = origin_s(container)
+    for index in range(1, count + 1):
+        try:
+            container.seek(to_pts(duration * index / (count + 1) + origin, video.time_base),
+                           stream=video)
+            frame = next(container.decode(video), None)
+        except av.error.FFmpegError:
+            continue  # a frame that cannot be had leaves the fingerprint shorter
+        if frame is None or frame.pts in seen:
+            continue
+        seen.add(frame.pts)
+        side = perceptual.SIDE
+        hashes.append(perceptual.phash_pixels(frame.reformat(side, side, "rgb24").to_ndarray()))
+    return tuple(hashes)
 
 
 def poster_frame_isolated(source: Source, info: MediaInfo, limits: Limits = Limits()) -> bytes:
     """poster_frame in a throwaway child."""
     return isolated(poster_frame, source, info, limits, media_s=0.0)
+
+
+def poster_and_fingerprint_isolated(source: Source, info: MediaInfo,
+                                    limits: Limits = Limits()) -> tuple[bytes, tuple[int, ...]]:
+    """poster_and_fingerprint in a throwaway child."""
+    return isolated(poster_and_fingerprint, source, info, limits, media_s=0.0)
 
 
 def _poster_rung(frame, video) -> int:

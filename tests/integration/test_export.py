@@ -27,6 +27,10 @@ from catalog.export import (CHANGE_COLUMN, DATASETS, JSON_COLUMNS, KEYS, SCHEMAS
                             export, open_dataset, watermark)
 from catalog.export_datasets import METADATA_COLUMNS
 from catalog.models import Asset, AssetVersion, Blob, ExportWatermark, Recipe, Rendition, StageRun
+from catalog import near_duplicates
+from catalog.models import (Asset, AssetVersion, Blob, ExportWatermark, NearDuplicateMember,
+                            PerceptualHash, Recipe, Rendition, StageRun)
+from catalog.near_duplicates import DEFAULT_THRESHOLD, hash_row
 from catalog.repository import AssetRequest, RenditionRecord, StageRecord, utcnow
 from tests.conftest import make_settings, s3_store
 
@@ -47,6 +51,7 @@ DAY1 = TODAY - timedelta(days=3) + timedelta(hours=10, microseconds=123_456)
 DAY2 = TODAY - timedelta(days=2) + timedelta(hours=23, minutes=59)
 JPEG, MP4, MP3 = _digest("photo.jpg"), _digest("clip.mp4"), _digest("song.mp3")
 OUT = {name: _digest(name) for name in ("thumb", "small", "h264-360p", "poster-thumb", "aac")}
+PHASH = -(2 ** 63) + 0x0F0F  # signed, as stored
 
 
 def _scan(asset: str, at: datetime, status: str = "ok", signature: str | None = None,
@@ -131,9 +136,20 @@ def populate(catalog: Catalog) -> None:
              "duration_ms": 250.0, "started_at": DAY1 + timedelta(milliseconds=750),
              "details": {"thumb": [150, 150]}},
         ],
+        # The photo and the clip's poster look alike: alice's one group.
+        PerceptualHash: [
+            {"sha256": JPEG, "phash": PHASH, "algorithm": "imagehash-phash-64", "created_at": DAY1},
+            {"sha256": MP4, "phash": PHASH ^ 0b11, "keyframes": [PHASH, 0],
+             "algorithm": "imagehash-phash-64", "created_at": DAY2},
+        ],
+        NearDuplicateMember: [
+            {"owner": "alice", "asset_id": asset, "group_id": "a-clip", "sha256": sha256,
+             "phash": phash, "threshold": DEFAULT_THRESHOLD, "computed_at": DAY2}
+            for asset, sha256, phash in [("a-photo", JPEG, PHASH), ("a-clip", MP4, PHASH ^ 0b11)]],
     }
     with catalog.engine.begin() as conn:
-        for model in (Recipe, Blob, Asset, AssetVersion, Rendition, StageRun):
+        for model in (Recipe, Blob, Asset, AssetVersion, Rendition, StageRun, PerceptualHash,
+                      NearDuplicateMember):
             columns = {c for row in rows[model] for c in row}
             conn.execute(insert(model.__table__),
                          [{c: row.get(c) for c in columns} for row in rows[model]])
@@ -151,6 +167,9 @@ def change(catalog: Catalog) -> None:
     catalog.record_ready("a-new", 1, new_jpeg, "r1", [
         RenditionRecord("thumb", new_thumb, "webp", 150, 150, 4_000, 80, "image/webp", "p-thumb",
                         {"libvips": "8.16"})], "renditions")
+    # It looks like alice's photo: the search puts it in her group, whose other rows stand.
+    catalog.write_batch([], [], [], [], [hash_row(new_jpeg, PHASH + 2 ** 64 ^ 0b1100)])
+    assert near_duplicates.find(catalog, "alice")["grouped"] == 3
     # The failed asset is retried and this time rejected as unsupported.
     previous = catalog.assets(["a-flaky"])
     attempt = catalog.queue([AssetRequest("a-flaky", "bob", "file:///in/flaky", None)], "r1",
@@ -171,7 +190,8 @@ def catalog_rows(catalog: Catalog, dataset: str) -> dict[tuple, dict]:
         blobs = {r.sha256: r for r in conn.execute(select(Blob.__table__))}
         assets = {r.id: r for r in conn.execute(select(Asset.__table__))}
         table = {"assets": Asset, "asset_versions": AssetVersion, "renditions": Rendition,
-                 "stage_runs": StageRun}[dataset].__table__
+                 "stage_runs": StageRun,
+                 "near_duplicate_groups": NearDuplicateMember}[dataset].__table__
         rows = [dict(r._mapping) for r in conn.execute(select(table))]
     out = {}
     for row in rows:
@@ -191,6 +211,9 @@ def catalog_rows(catalog: Catalog, dataset: str) -> dict[tuple, dict]:
             row["content_type"] = row.pop("media_type") or (output and output.media_type)
             row.update(store=output and output.store, source_bytes=source and source.size,
                        source_content_type=source and source.media_type)
+        elif dataset == "near_duplicate_groups":
+            blob = blobs.get(row["sha256"])
+            row["content_type"] = blob and blob.media_type
         else:
             blob = blobs.get(assets[row["asset_id"]].sha256)
             row["source_content_type"] = blob and blob.media_type
@@ -285,7 +308,8 @@ def test_export_round_trip_then_only_changes_in_new_files(catalog_url, target):
     first = export(catalog, target.url, target.options, batch_rows=2)
     files_1 = target.files()
     assert {d: first["datasets"][d]["rows"] for d in DATASETS} == {
-        "assets": 5, "asset_versions": 3, "renditions": 5, "stage_runs": 6}
+        "assets": 5, "asset_versions": 3, "renditions": 5, "stage_runs": 6,
+        "near_duplicate_groups": 2}
     assert sorted(files_1) == sorted(f for d in DATASETS for f in first["datasets"][d]["files"])
     for dataset in DATASETS:
         exported = exported_rows(read_files(files_1, dataset), dataset)
@@ -321,7 +345,8 @@ def test_export_round_trip_then_only_changes_in_new_files(catalog_url, target):
     assert first["run"] != second["run"]
     changes = {"assets": {("a-new",), ("a-flaky",)}, "asset_versions": {("a-new", 1)},
                "renditions": {(_digest("new.jpg"), "r1", "thumb")},
-               "stage_runs": {("a-new", "scan", 1), ("a-flaky", "scan", 2)}}
+               "stage_runs": {("a-new", "scan", 1), ("a-flaky", "scan", 2)},
+               "near_duplicate_groups": {("alice", "a-new")}}
     for dataset in DATASETS:
         in_new = exported_rows(read_files(new, dataset), dataset)
         assert set(in_new) == changes[dataset], dataset

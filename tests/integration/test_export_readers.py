@@ -19,7 +19,7 @@ from catalog import Catalog
 from catalog.export import DATASETS, KEYS, SCHEMAS, export, open_dataset
 from catalog.export_arrow import arrow_batches
 from catalog.export_rows import row_batches
-from catalog.models import Asset, AssetVersion, Blob, Recipe, Rendition, StageRun
+from catalog.models import Asset, AssetVersion, Blob, NearDuplicateMember, Recipe, Rendition, StageRun
 
 INT64_MAX, INT32_MAX = 2**63 - 1, 2**31 - 1
 IST, PST = timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))
@@ -103,9 +103,15 @@ def populate(catalog: Catalog) -> None:
             {"asset_id": "a-odd", "stage": "record", "attempt": 1, "status": "ok",
              "started_at": T3, "finished_at": T3, "duration_ms": -0.0, "details": None},
         ],
+        NearDuplicateMember: [
+            {"owner": UNICODE, "asset_id": "a-full", "group_id": "a-full", "sha256": ORIGINAL,
+             "phash": -2**63, "threshold": 0, "computed_at": T1},
+            {"owner": UNICODE, "asset_id": "a-odd", "group_id": None, "sha256": BARE,
+             "phash": INT64_MAX, "threshold": 63, "computed_at": T3},
+        ],
     }
     with catalog.engine.begin() as conn:
-        for model in (Recipe, Blob, Asset, AssetVersion, Rendition, StageRun):
+        for model in (Recipe, Blob, Asset, AssetVersion, Rendition, StageRun, NearDuplicateMember):
             columns = {c for row in rows[model] for c in row}
             conn.execute(insert(model.__table__),
                          [{c: row.get(c) for c in columns} for row in rows[model]])
@@ -144,7 +150,7 @@ def test_arrow_reader_reads_what_sqlalchemy_reads(catalog_url, batch_rows):
         rows = read(row_batches(catalog, dataset, None, cutoff, batch_rows), dataset, batch_rows)
         assert arrow.schema.equals(SCHEMAS[dataset], check_metadata=True)
         assert arrow.num_rows == {"assets": 3, "asset_versions": 2, "renditions": 3,
-                                  "stage_runs": 3}[dataset]
+                                  "stage_runs": 3, "near_duplicate_groups": 2}[dataset]
         assert arrow.to_pylist() == rows.to_pylist(), dataset
         assert arrow.equals(rows, check_metadata=True), dataset
         tables[dataset] = {tuple(r[k] for k in KEYS[dataset]): r for r in arrow.to_pylist()}

@@ -119,7 +119,10 @@ def test_pages_walk_every_match_once_in_order(catalog, ids, sort, order):
         after = page.next
     whole = search(catalog.engine, SearchQuery(owner="ann", sort=sort, order=order, limit=500))
     assert seen == [item["id"] for item in whole.items]
-    assert sorted(seen) == sorted(ids.values())
+    # Sorts by what the original holds list the assets that have one: not the queued asset.
+    stored = {name: i for name, i in ids.items() if name != "queued.jpg"}
+    expected = stored if sort in ("captured", "size", "duration") else ids
+    assert sorted(seen) == sorted(expected.values())
     if sort == "name":
         names = [item["source_uri"] for item in whole.items]
         assert names == sorted(names, reverse=order == "desc")

@@ -5,7 +5,7 @@ and their collections, each a named set of assets; indexes for an owner's search
 sorted by creation, with or without a status.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 
 import logging
@@ -17,7 +17,7 @@ log = logging.getLogger("alembic.runtime.migration")
 
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
