@@ -141,7 +141,7 @@ def test_migration_0009_fills_the_columns_of_blobs_already_catalogued(catalog_at
                      [{"sha256": name, "media_type": media_type,
                        "metadata": None if metadata is None else json.dumps(metadata)}
                       for name, (media_type, metadata) in old.items()])
-    upgrade(url)
+    upgrade(url, "0009")
     assert current_revision(url) == "0009"
     with engine.connect() as conn:
         rows = {r.sha256: r for r in conn.execute(select(Blob.__table__))}
