@@ -202,3 +202,76 @@ def bar_chart(table, x: str | list[str], y: str, *, title: str | None = None,
 
 __all__ = ["Progress", "bar_chart", "estimate_frame", "export_frame", "plan_frame", "results_frame",
            "sample_frame", "samples", "settings", "show_renditions"]
+
+
+# -- the library notebook (04_library) ---------------------------------------------------------
+
+
+def library_samples(settings_: Settings, sources: int = 3, unrelated: int = 3) -> list[str]:
+    """A small library under the data folder, written on first use only: ``sources``
+    pictures each with the copies people's libraries hold (half the size, re-encoded at
+    JPEG quality 60, saved again as WebP), and ``unrelated`` pictures of their own."""
+    from cluster.cli.samples import scene
+
+    folder = Path(settings_.data_dir) / "library"
+    marker = folder / ".complete"
+    if not marker.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for seed in range(1, sources + 1):
+            picture = scene(1600, 1200, seed)
+            copies = {f"trip-{seed}.jpg": picture.jpegsave_buffer(Q=90),
+                      f"trip-{seed}-small.jpg": picture.resize(0.5).jpegsave_buffer(Q=85),
+                      f"trip-{seed}-q60.jpg": picture.jpegsave_buffer(Q=60),
+                      f"trip-{seed}-shared.webp": picture.webpsave_buffer(Q=75)}
+            for name, data in copies.items():
+                (folder / name).write_bytes(data)
+                names.append(name)
+        for seed in range(sources + 1, sources + unrelated + 1):
+            name = f"other-{seed}.jpg"
+            scene(1200, 900, seed).jpegsave(str(folder / name), Q=88)
+            names.append(name)
+        marker.write_text("\n".join(names))
+    return [str(folder / name) for name in marker.read_text().splitlines()]
+
+
+def ids(page) -> list[str]:
+    """The asset ids of a search page (``Farm.search``), in its order."""
+    return [item["id"] for item in page.items]
+
+
+def search_frame(page):
+    """A search page as a pandas DataFrame: name, kind, size, capture time, camera, tags."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "name": Path(item["source_uri"]).name, "status": item["status"], "kind": item["kind"],
+        "pixels": f"{item['width']}x{item['height']}" if item["width"] else None,
+        "bytes": item["size"], "camera": item["camera_model"], "tags": ", ".join(item["tags"]),
+    } for item in page.items])
+
+
+def show_groups(farm, groups: list[dict], preset: str = "thumb") -> int:
+    """Each near-duplicate group (``Farm.near_duplicates``) as one row of its assets'
+    ``preset`` renditions, each captioned with its file name; returns how many were shown."""
+    import base64
+
+    from IPython.display import HTML, display
+
+    store = farm.stores["renditions"]
+    shown = 0
+    for number, group in enumerate(groups, 1):
+        cells = []
+        for result in farm.results([a["asset_id"] for a in group["assets"]]):
+            rendition = next((r for r in result["renditions"] if r["preset"] == preset), None)
+            if rendition is None:
+                continue
+            data = base64.b64encode(store.get(rendition["sha256"])).decode()
+            cells.append(
+                f'<figure style="margin:4px"><img src="data:{rendition["media_type"]};base64,'
+                f'{data}"><figcaption style="font:11px monospace">'
+                f'{html.escape(Path(result["source"]).name)}</figcaption></figure>')
+            shown += 1
+        display(HTML(f"<b>group {number}</b> &middot; {len(group['assets'])} assets"
+                     f'<div style="display:flex;flex-wrap:wrap">{"".join(cells)}</div>'))
+    return shown

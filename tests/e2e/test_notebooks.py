@@ -65,7 +65,7 @@ def _text(notebook) -> str:
     return "\n".join(chunks)
 
 
-@pytest.mark.parametrize("name", ["01_quickstart", "02_backfill", "03_analytics"])
+@pytest.mark.parametrize("name", ["01_quickstart", "02_backfill", "03_analytics", "04_library"])
 def test_notebook_runs_on_a_fresh_kernel(name, kernel_path, data_dir, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
     monkeypatch.setenv("MEDIAFARM_DATA_DIR", str(data_dir))
@@ -93,6 +93,12 @@ def test_notebook_runs_on_a_fresh_kernel(name, kernel_path, data_dir, monkeypatc
     elif name == "02_backfill":
         assert "card" in text and "bytes_p50" in text
         assert "Dask dashboard:" in text and "'status': 'finished'" in text
+    elif name == "04_library":
+        # three groups of four copies; the unrelated pictures in none
+        assert "3 groups: [4, 4, 4]" in text and "holiday" in text and "Best of" in text
+        rows = [o["data"]["text/html"] for o in _outputs(notebook, "text/html")
+                if "group " in o["data"].get("text/html", "")]
+        assert len(rows) == 3 and all(row.count("data:image/webp;base64,") == 4 for row in rows)
     else:
         assert len(_outputs(notebook, "image/png")) >= 3
         assert "renditions" in text and "ClamAV" in text
