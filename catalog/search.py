@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import (Engine, String, cast, exists, func, literal, or_, select, tuple_,
-                        union)
+from sqlalchemy import (Connection, Engine, String, cast, exists, func, literal, or_, select,
+                        tuple_, union, union_all)
 
 from catalog.library import collection_name, tag_name
 from catalog.models import Asset, AssetTag, Blob, Collection, CollectionItem
@@ -120,8 +120,21 @@ class Page(BaseModel):
 
 def search(engine: Engine, query: SearchQuery) -> Page:
     """One page of the owner's assets matching ``query``, in its order."""
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(_statement(conn, query))]
+        more = len(rows) > query.limit
+        rows = rows[:query.limit]
+        tags = _tags_of(conn, query.owner, [r["id"] for r in rows])
+    for row in rows:
+        row["tags"] = tags.get(row["id"], [])
+    last = rows[-1] if more else None
+    return Page(items=[{k: v for k, v in r.items() if k != "sort_value"} for r in rows],
+                next=_encode(query.sort, last["sort_value"], last["id"]) if last else None)
+
+
+def _statement(conn: Connection, query: SearchQuery):
     key = _sort_key(query.sort)
-    as_text = engine.dialect.name == "sqlite" and query.sort in ("created", "captured")
+    as_text = conn.dialect.name == "sqlite" and query.sort in ("created", "captured")
     if as_text:  # SQLite keeps times as text and orders them so: the cursor must match that
         key = cast(key, String)
     statement = (select(Asset.id, Asset.status, Asset.reason, Asset.source_uri, Asset.sha256,
@@ -133,8 +146,7 @@ def search(engine: Engine, query: SearchQuery) -> Page:
                  .select_from(Asset)
                  .join(Blob, Blob.sha256 == Asset.sha256,
                        isouter=query.sort not in CONTENT_SORTS)
-                 .where(*_filters(query)))
-
+                 .where(*_filters(query), *_text_filters(conn, query)))
     if query.after is not None:
         sort, value, last_id = _decode(query.after)
         if sort != query.sort:
@@ -144,19 +156,11 @@ def search(engine: Engine, query: SearchQuery) -> Page:
         statement = statement.where(position < tuple_(bound, last_id) if query.order == "desc"
                                     else position > tuple_(bound, last_id))
     direction = (lambda c: c.desc()) if query.order == "desc" else (lambda c: c.asc())
-    statement = statement.order_by(direction(key), direction(Asset.id)).limit(query.limit + 1)
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(statement)]
-        more = len(rows) > query.limit
-        rows = rows[:query.limit]
-        tags = _tags_of(conn, query.owner, [r["id"] for r in rows])
-    for row in rows:
-        row["tags"] = tags.get(row["id"], [])
-    last = rows[-1] if more else None
-    return Page(items=[{k: v for k, v in r.items() if k != "sort_value"} for r in rows],
-                next=_encode(query.sort, last["sort_value"], last["id"]) if last else None)
+    return statement.order_by(direction(key), direction(Asset.id)).limit(query.limit + 1)
 
 
+# A word at most this many of an owner's assets hold is looked up rather than tested per row.
+RARE_WORD = 2000
 # Sorts by what the original holds list assets with one (ready, or once stored): their keys
 # are the blob's own columns, so an index on blobs can give the order (migration 0011).
 CONTENT_SORTS = ("captured", "size", "duration")
@@ -201,18 +205,34 @@ def _filters(q: SearchQuery) -> list:
         codec = q.codec.lower()
         where.append(or_(func.lower(Blob.video_codec) == codec,
                          func.lower(Blob.audio_codec) == codec))
-    for word in (q.text or "").split():
-        where.append(Asset.id.in_(_matching(q.owner, word)))
     return where
 
 
-def _matching(owner: str, word: str):
+def _text_filters(conn: Connection, q: SearchQuery) -> list:
+    """Each word of ``q.text`` as a filter, in the form that is cheap for it: a word few of
+    the owner's assets hold is looked up (indexed lookups, then those ids); a word many
+    hold is tested on each row as the order walks, which soon finds a page of them."""
+    where = []
+    for word in (q.text or "").split():
+        found = select(func.count()).select_from(
+            _matching(q.owner, word, union_all).limit(RARE_WORD + 1).subquery())
+        if conn.execute(found).scalar_one() <= RARE_WORD:
+            where.append(Asset.id.in_(_matching(q.owner, word, union)))
+        else:
+            where.append(or_(*(_contains(column, word) for column in (
+                Asset.source_uri, Blob.title, Blob.artist, Blob.album)),
+                exists().where(AssetTag.asset_id == Asset.id,
+                               AssetTag.tag.like(_pattern(word.casefold()), escape="\\"))))
+    return where
+
+
+def _matching(owner: str, word: str, combine):
     """The ids of the owner's assets with ``word`` in the source URI, a tag, or the audio
     title, artist or album: a union of lookups that each have an index (trigram indexes
     on PostgreSQL, migration 0011), rather than one test per asset of the owner."""
     in_content = or_(*(_contains(column, word) for column in (Blob.title, Blob.artist,
                                                               Blob.album)))
-    return union(
+    return combine(
         select(Asset.id).where(Asset.owner == owner, _contains(Asset.source_uri, word)),
         select(AssetTag.asset_id).where(AssetTag.owner == owner,  # tags are folded already
                                         AssetTag.tag.like(_pattern(word.casefold()), escape="\\")),

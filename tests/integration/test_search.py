@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from catalog import Catalog, library
 from catalog.repository import AssetRequest
+from catalog import search as search_module
 from catalog.search import SearchQuery, search
 from cluster.storage.sources import asset_id
 
@@ -95,7 +96,10 @@ def test_every_filter_narrows_to_what_it_names(catalog, ids):
     assert _names(catalog, created_to=today[:4] + "-01-01") == set()
 
 
-def test_text_matches_names_tags_and_audio_tags_with_wildcards_taken_literally(catalog, ids):
+@pytest.mark.parametrize("rare_word", [2000, 0], ids=["looked-up", "tested-per-row"])
+def test_text_matches_names_tags_and_audio_tags_with_wildcards_taken_literally(
+        catalog, ids, rare_word, monkeypatch):
+    monkeypatch.setattr(search_module, "RARE_WORD", rare_word)  # both forms of a word's filter
     assert _names(catalog, text="beach") == {"beach_sunset.jpg", "beach_noon.heic"}
     assert _names(catalog, text="BEACH noon") == {"beach_noon.heic"}   # every word
     assert _names(catalog, text="favour") == {"beach_sunset.jpg"}      # a tag
