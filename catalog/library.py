@@ -132,10 +132,10 @@ def asset_tags(engine: Engine, owner: str, asset_id: str) -> list[str]:
                                  .order_by(AssetTag.tag)))
 
 
-def tags_of(engine: Engine, owner: str, asset_ids: Sequence[str]) -> dict[str, list[str]]:
-    """Each of the owner's assets among ``asset_ids`` with its tags, sorted."""
+def tags_of(conn: Connection, owner: str, asset_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each of the owner's assets among ``asset_ids`` that has tags, with them sorted."""
     found: dict[str, list[str]] = {}
-    with engine.connect() as conn:
+    if asset_ids:
         for asset_id, tag in conn.execute(
                 select(AssetTag.asset_id, AssetTag.tag)
                 .where(AssetTag.owner == owner, AssetTag.asset_id.in_(list(asset_ids)))

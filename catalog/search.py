@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import (Connection, Engine, String, cast, exists, func, literal, or_, select,
                         tuple_, union, union_all)
 
-from catalog.library import collection_name, tag_name
+from catalog.library import collection_name, tag_name, tags_of
 from catalog.models import Asset, AssetTag, Blob, Collection, CollectionItem
 
 MAX_LIMIT = 500
@@ -124,7 +124,7 @@ def search(engine: Engine, query: SearchQuery) -> Page:
         rows = [dict(r._mapping) for r in conn.execute(_statement(conn, query))]
         more = len(rows) > query.limit
         rows = rows[:query.limit]
-        tags = _tags_of(conn, query.owner, [r["id"] for r in rows])
+        tags = tags_of(conn, query.owner, [r["id"] for r in rows])
     for row in rows:
         row["tags"] = tags.get(row["id"], [])
     last = rows[-1] if more else None
@@ -249,17 +249,6 @@ def _contains(column, text: str):
 def _pattern(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-def _tags_of(conn, owner: str, ids: list[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    if ids:
-        for asset_id, tag in conn.execute(
-                select(AssetTag.asset_id, AssetTag.tag)
-                .where(AssetTag.owner == owner, AssetTag.asset_id.in_(ids))
-                .order_by(AssetTag.asset_id, AssetTag.tag)):
-            found.setdefault(asset_id, []).append(tag)
-    return found
 
 
 def _encode(sort: str, value: Any, asset_id: str) -> str:
