@@ -21,7 +21,7 @@ from cluster.source_pass import read_pass
 from cluster.storage.stores import Staged
 from pipelines.optimize.compress import Encoded, compress
 from pipelines.outputs import planned_outputs
-from pipelines.outcome import Failed, StageStop, Stop, unexpected
+from pipelines.outcome import Failed, Rejected, StageStop, Stop, unexpected
 from pipelines.raster import Raster
 from pipelines.recipe import Preset, Recipe
 from pipelines.transform.convert import to_srgb
@@ -167,10 +167,31 @@ def hash_task(job: Job, carry: Carry) -> Carry:
         # Media stages read the stored original themselves, and an index renders nothing:
         # no bytes go further than this stage then.
         data = carry.data if ids and carry.validated.kind == "image" else None
+        details = {"sha256": digest, "stored": created, "bytes": size,
+                   "reused": sorted(r["preset"] for r in reused)}
+        phash = None
+        if not ids and carry.validated.kind == "image":  # an index: the picture's pHash here
+            phash, details["phash"] = _index_phash(job, carry, originals, digest)
         return replace(carry, data=data, staged=None, head=b"", sha256=digest, reused=reused,
-                       details={"sha256": digest, "stored": created, "bytes": size,
-                                "reused": sorted(r["preset"] for r in reused)})
+                       phash=phash, details=details)
     return _run("hash", job, carry, body)
+
+
+# The box an index decodes a picture into for its perceptual hash: the default recipe's
+# smallest, so shrink-on-load does most of the work.
+PHASH_BOX = Preset("phash", 150, 150)
+
+
+def _index_phash(job: Job, carry: Carry, originals, digest: str) -> tuple[int | None, str]:
+    """An indexed picture's pHash (as the resize stage takes it, from a small decode), and
+    how it went: a picture whose body cannot be decoded is still indexed, without one."""
+    data = carry.data if carry.data is not None else originals.get(digest)
+    try:
+        _, phash = resize_hashed(data, (PHASH_BOX,), limits=job.settings.limits,
+                                 decoder=carry.validated.decoder)
+    except Rejected as exc:
+        return None, f"none: {exc.message}"
+    return phash, "taken"
 
 
 def _todo(job: Job, carry: Carry) -> tuple[Preset, ...]:

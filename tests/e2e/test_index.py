@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from catalog import Catalog
-from catalog.models import Asset, Blob, Rendition, StageRun
+from catalog.models import Asset, Blob, PerceptualHash, Rendition, StageRun
 from cluster.cli.samples import EICAR, scene
 from cluster.farm import Farm
 from cluster.graph import RENDER_STAGES
@@ -110,6 +110,11 @@ def test_index_records_every_file_with_no_renditions_and_a_rerun_does_nothing(
     assert metadata["clip.mp4"]["duration_s"] == pytest.approx(1.0, abs=0.1)
     assert metadata["tone.flac"]["duration_s"] == pytest.approx(1.0, abs=0.1)
 
+    # Each picture's perceptual hash, from a small decode: an indexed library has its
+    # near-duplicates found as a rendered one does.
+    hashed = {h["sha256"] for h in _rows(catalog, PerceptualHash)}
+    assert {assets[name]["sha256"] for name in IMAGES} <= hashed
+
     # Again: nothing is redone, no row and no object is added but the new job's.
     rows, objects = catalog.row_counts(), _objects(data_dir)
     second = _mediafarm(command, env)
@@ -148,3 +153,26 @@ def test_index_leaves_rendered_assets_alone_and_redoes_changed_files(
         stages = {r["stage"] for r in _rows(farm.catalog, StageRun)
                   if r["asset_id"] == single[0]["id"]}
         assert stages == {"scan", "validate", "hash", "record"}
+
+
+def test_an_indexed_library_has_its_near_duplicates_and_a_cut_body_is_still_indexed(
+        tmp_path, sqlite_url, clamd, dask_client):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    picture = scene(1600, 1200, 2)
+    picture.jpegsave(str(folder / "trip.jpg"), Q=90)
+    picture.resize(0.5).jpegsave(str(folder / "trip-small.jpg"), Q=70)  # a copy, resized
+    scene(1200, 900, 5).jpegsave(str(folder / "other.jpg"), Q=85)
+    whole = scene(1200, 800, 3).jpegsave_buffer(Q=88)
+    (folder / "cut.jpg").write_bytes(whole[: len(whole) // 3])  # a sound header, half a body
+    settings = make_settings(tmp_path / "data", sqlite_url, clamd.url)
+    with Farm(settings, client=dask_client) as farm:
+        job = farm.index([str(folder)])
+        assert job["counts"] == {"ready": 4}
+        [group] = farm.near_duplicates()
+        assert sorted(Path(a["source_uri"]).name for a in group["assets"]) == [
+            "trip-small.jpg", "trip.jpg"]
+        cut = next(a for a in _rows(farm.catalog, Asset) if a["source_uri"].endswith("cut.jpg"))
+        [hashing] = [r for r in _rows(farm.catalog, StageRun)
+                     if r["asset_id"] == cut["id"] and r["stage"] == "hash"]
+        assert hashing["details"]["phash"].startswith("none: ")  # indexed all the same
