@@ -17,7 +17,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 from catalog import Catalog, library
 from catalog import search as catalog_search
 from catalog.repository import AssetRequest
-from cluster import reencode, script_workers
+from cluster import reencode, rescan as rescans, script_workers
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
@@ -31,6 +31,7 @@ from cluster.storage.stores import Store, open_stores
 from cluster.tasks import Job
 from cluster.worker_plugin import MediafarmWorkerPlugin, clamd_verdict
 from pipelines.recipe import DEFAULT_RECIPE, INDEX_RECIPE, Recipe
+from pipelines.upload.scan import ClamdScanner
 from pipelines.vips import tool_versions
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,22 @@ class Farm:
         report["job"] = self.backfill(selector, recipe, kind="reencode", from_originals=True,
                                       **backfill_options)
         return report
+
+    def rescan(self, *, signatures: str | None = None, everything: bool = False,
+               batch_size: int | None = None, max_in_flight: int | None = None,
+               progress: BulkProgress | None = None) -> dict:
+        """Scan the ready originals last found clean under older signatures than clamd's
+        again, at bulk priority; those now detected end ``rejected: infected`` (renditions
+        withdrawn, original in quarantine). Returns the report (``cluster.rescan``).
+
+        ``signatures`` is the folder clamd loads, to derive a version where clamd gives
+        none (a custom database); ``everything`` re-scans every ready asset.
+        """
+        current = rescans.current_version(ClamdScanner(self.settings.clamd_url), signatures,
+                                          everything)
+        return rescans.run(self.client, self.catalog, self.settings, current,
+                           everything=everything, batch_size=batch_size,
+                           max_in_flight=max_in_flight, progress=progress)
 
     def export(self, url: str, storage_options: dict | None = None, **options) -> dict:
         """Write what changed in the catalog since the last export to ``url`` as Parquet.

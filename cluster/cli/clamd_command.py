@@ -22,15 +22,11 @@ from cluster.cli.options import command_settings
 from cluster.config import Settings
 from cluster.cli.report import scanner_hint
 from pipelines.outcome import Failed
-from pipelines.upload.scan import ClamdScanner
+from pipelines.upload.scan import DATABASE_SUFFIXES, ClamdScanner
 from pipelines.upload.scanner_check import run_check
 
 # Where Debian's and most distributions' freshclam put ClamAV's database.
 SYSTEM_DATABASE = Path("/var/lib/clamav")
-# ClamAV's database files (clamd.conf(5), sigtool(1)): signed containers and plain ones.
-DATABASE_SUFFIXES = {".cvd", ".cld", ".cud", ".hdb", ".hsb", ".hdu", ".hsu", ".mdb", ".msb",
-                     ".mdu", ".msu", ".ndb", ".ndu", ".ldb", ".ldu", ".cdb", ".yar", ".yara",
-                     ".cbc", ".pdb", ".wdb", ".gdb", ".idb", ".imp"}
 RECORD = "mediafarm-clamd.json"
 LOOPBACK = ("127.0.0.1", "localhost")
 # In a source checkout: signatures that detect only the test files (EICAR, a marker).

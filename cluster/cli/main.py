@@ -102,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     reencode.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     reencode.set_defaults(run="ingest:run_reencode")
 
+    rescan = commands.add_parser(
+        "rescan", help="scan ready assets' originals again under clamd's newer signatures; "
+                       "reject what they now detect (nightly, after freshclam)")
+    rescan.add_argument("--signatures", metavar="DIR",
+                        help="the folder clamd loads, to derive a version where clamd gives none "
+                             "(a custom database)")
+    rescan.add_argument("--all", dest="everything", action="store_true",
+                        help="re-scan every ready asset, whatever signatures it was scanned with")
+    rescan.add_argument("--scheduler", help="Dask scheduler address")
+    rescan.add_argument("--batch-size", type=positive, help="originals per partition task "
+                                                            "(default 200)")
+    rescan.add_argument("--max-in-flight", type=positive, help="as for backfill")
+    rescan.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    rescan.set_defaults(run="rescan_command:run_rescan")
+
     library_commands.add_parsers(commands)
 
     status = commands.add_parser("status", help="a job's progress, from the catalog")

@@ -31,6 +31,10 @@ CHUNK = 256 * 1024
 # the answer was never exact anyway, since clamd may reload its database between the two
 # calls. Within a second of the answer, a scan's recorded version is as good as before.
 VERSION_TTL_S = 1.0
+# ClamAV's database files (clamd.conf(5), sigtool(1)): signed containers and plain ones.
+DATABASE_SUFFIXES = frozenset({".cvd", ".cld", ".cud", ".hdb", ".hsb", ".hdu", ".hsu", ".mdb",
+                               ".msb", ".mdu", ".msu", ".ndb", ".ndu", ".ldb", ".ldu", ".cdb",
+                               ".yar", ".yara", ".cbc", ".pdb", ".wdb", ".gdb", ".idb", ".imp"})
 _FOUND = re.compile(r"^stream: (?P<signature>.+) FOUND$")
 
 
