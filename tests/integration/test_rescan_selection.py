@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from catalog import Catalog
 from catalog.models import Asset, Blob, StageRun
 from catalog.repository import utcnow
@@ -47,3 +49,27 @@ def test_ready_originals_scanned_under_older_signatures_are_selected_once_each(c
     # A custom database's derived version: anything else recorded is older.
     assert [t.sha256 for batch in targets(catalog, "custom-0123456789abcdef")
             for t in batch] == [shas[name] for name in "abcdg"]
+
+
+def test_a_run_stopped_after_moving_an_infected_original_is_finished_by_the_next(
+        tmp_path, sqlite_url, clamd):
+    """The original went to quarantine but the partition's transaction never ran: the next
+    run scans the quarantined copy and rejects the asset."""
+    from cluster.cli.samples import EICAR
+    from cluster.rescan import rescan_partition
+    from cluster.storage.stores import open_stores
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", sqlite_url, clamd.url)
+    catalog = Catalog(sqlite_url)
+    sha = hashlib.sha256(EICAR).hexdigest()
+    open_stores(settings)["quarantine"].put(sha, EICAR)
+    with catalog.engine.begin() as conn:
+        conn.execute(Blob.__table__.insert().values(sha256=sha, size=len(EICAR),
+                                                    media_type="image/jpeg", store="originals"))
+        _asset(conn, "x1", sha)
+    [batch] = list(targets(catalog, "custom-new"))
+    [outcome] = rescan_partition(batch, "custom-new", settings)
+    assert outcome["outcome"] == "infected", outcome
+    assert catalog.assets(["x1"])["x1"]["status"] == "rejected"
+    assert list(targets(catalog, "custom-new")) == []
