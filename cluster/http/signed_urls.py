@@ -36,7 +36,7 @@ def signed_query(secret: bytes, path: str, asset: str, expires: int) -> str:
 def valid(secret: bytes, method: str, path: str, asset: str, expires: str, sig: str,
           now: float) -> bool:
     """Whether ``sig`` is this server's signature of the request, and not yet expired."""
-    if not expires.isdigit() or len(expires) > 12 or int(expires) <= now:
+    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12 or int(expires) <= now:
         return False
     expected = signature(secret, method, path, asset, int(expires))
     return hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace"))

@@ -32,7 +32,7 @@ def test_a_signature_holds_until_it_expires_and_only_for_what_it_signed():
     assert not signed_urls.valid(b"other" * 8, "GET", PATH, ASSET, q["expires"], q["sig"], NOW)
     flipped = q["sig"][:-1] + ("0" if q["sig"][-1] != "0" else "1")
     assert not signed_urls.valid(SECRET, "GET", PATH, ASSET, q["expires"], flipped, NOW)
-    for expires in ("", "-1", "1e9", "9" * 13, "١٢٣"):
+    for expires in ("", "-1", "1e9", "9" * 13, "\u0669" * 10):  # Arabic-Indic nines
         assert not signed_urls.valid(SECRET, "GET", PATH, ASSET, expires, q["sig"], NOW)
     assert not signed_urls.valid(SECRET, "GET", PATH, ASSET, q["expires"], "é" * 64, NOW)
 

@@ -58,9 +58,9 @@ async def access(request: Request,
                                       Security(_token_unless_signed, scopes=["read"])],
                  sig: Annotated[str | None, Security(signed_url)],
                  asset: Annotated[str | None, Query(
-                     max_length=64, description="with `sig`: the asset the URL was signed for")] = None,
+                     description="with `sig`: the asset the URL was signed for")] = None,
                  expires: Annotated[str | None, Query(
-                     max_length=12, description="with `sig`: when the URL expires, Unix seconds")] = None,
+                     description="with `sig`: when the URL expires, Unix seconds")] = None,
                  ) -> Access:
     if principal is not None:
         return Access(owner=principal.owner)
