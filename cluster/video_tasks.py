@@ -213,7 +213,7 @@ def poster(job, carry):
 
 
 def package(job, carry):
-    """HLS for the presets that ask for it: the stored ladder remuxed, never re-encoded."""
+    """HLS and DASH for the presets that ask for it: the stored ladder remuxed, never re-encoded."""
     wanted = [p for p in job.recipe.video if p.hls and carry.validated.kind == "video"
               and f"{p.name}-hls" not in {r["preset"] for r in carry.reused}]
     if not wanted:
@@ -235,7 +235,8 @@ def package(job, carry):
             package_ = package_hls(inputs, str(folder / "hls"))
             name = f"{preset.name}-hls"
             prefix = f"hls/{carry.sha256}/{ids[name]}"
-            for relative in (package_.master, *package_.playlists, *package_.segments):
+            for relative in (package_.master, package_.mpd, *package_.playlists,
+                             *package_.segments):
                 store.put_at(f"{prefix}/{relative}", (folder / "hls" / relative).read_bytes())
             master = (folder / "hls" / package_.master).read_bytes()
             digest = sha256_hex(master)
@@ -244,6 +245,7 @@ def package(job, carry):
                 name, digest, "hls", None, None, len(master), None,
                 "application/vnd.apple.mpegurl", ids[name], _media_tools(),
                 encoder={"playlist": f"{prefix}/{package_.master}",
+                         "mpd": f"{prefix}/{package_.mpd}",
                          "segments": len(package_.segments)}))
     return replace(carry, published=carry.published + tuple(records),
                    details={r.preset: r.encoder for r in records})

@@ -191,7 +191,11 @@ class Rendition(Model):
     bytes: int
     quality: int | None
     sha256: Sha256
-    url: str = Field(description="a presigned URL, or this API's /v1/renditions/{sha256}")
+    url: str = Field(description="a URL that needs no token until url_expires_at: presigned by "
+                                 "the object store, or this API's /v1/renditions/{sha256} signed "
+                                 "(for HLS, the master playlist in its package)")
+    dash_url: str | None = Field(default=None, description="for HLS packages: the DASH MPD over "
+                                                          "the same segments, signed likewise")
     url_expires_at: datetime | None
 
 

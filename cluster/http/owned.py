@@ -64,11 +64,22 @@ def original_in_use(engine: Engine, sha256: str) -> bool:
 
 def published_rendition(engine: Engine, owner: str, output_sha256: str) -> dict | None:
     """A rendition this owner may fetch: of one of their ready assets, not deleted."""
-    query = (select(Rendition.output_sha256, Rendition.media_type, Rendition.format)
+    return _published(engine, output_sha256, Asset.owner == owner)
+
+
+def signed_rendition(engine: Engine, asset_id: str, output_sha256: str) -> dict | None:
+    """The rendition a signed URL names, while its asset is ready and not deleted."""
+    return _published(engine, output_sha256, Asset.id == asset_id)
+
+
+def _published(engine: Engine, output_sha256: str, whose) -> dict | None:
+    query = (select(Rendition.output_sha256, Rendition.media_type, Rendition.format,
+                    Rendition.encoder, Asset.id.label("asset_id"))
              .join(Asset, and_(Asset.sha256 == Rendition.source_sha256,
                                Asset.recipe_id == Rendition.recipe_id))
-             .where(Rendition.output_sha256 == output_sha256, Asset.owner == owner,
+             .where(Rendition.output_sha256 == output_sha256, whose,
                     Asset.status == "ready", Asset.deleted_at.is_(None))
+             .order_by(Asset.id)
              .limit(1))
     with engine.connect() as conn:
         row = conn.execute(query).first()

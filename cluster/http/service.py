@@ -12,6 +12,7 @@ import concurrent.futures
 import logging
 import os
 import queue
+import secrets
 import threading
 import uuid
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from cluster.config import Settings
 from cluster.farm import Farm
 from cluster.quarantine import record_lost, worker_deaths
 from cluster.tasks import Job
+from cluster.http.signed_urls import load_secret
 from cluster.http.upload_store import check_ingest_prefix
 from pipelines.recipe import DEFAULT_RECIPE, Recipe
 from pipelines.upload import capabilities, scanner_check
@@ -66,7 +68,9 @@ class ApiConfig:
     rate_limit: float = 10.0      # requests a second per token, sustained
     rate_burst: int = 20          # requests at once per token
     purge_originals_on_delete: bool = False
-    url_expires_s: int = 3600     # presigned GET and PUT URLs
+    url_expires_s: int = 3600     # presigned GET and PUT URLs, and this server's signed URLs
+    # The key of this server's signed rendition URLs; a code-made config gets a fresh one.
+    url_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     source_stores: tuple[str, ...] = ("buffer", "originals")  # what admins' manifests may name
     ingest_prefix: str | None = None  # e.g. s3://bucket/ingest/{owner}/: owners' own sources
     spool_dir: str | None = None  # temporary files of multipart uploads (default: system temp)
@@ -109,6 +113,7 @@ def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None
         purge_originals_on_delete=text_value("MEDIAFARM_PURGE_ORIGINALS_ON_DELETE", "false")
         .lower() in ("1", "true", "yes", "on"),
         url_expires_s=int(text_value("MEDIAFARM_API_URL_EXPIRES", "3600")),
+        url_secret=load_secret(env.get("MEDIAFARM_API_URL_SECRET"), settings.data_dir),
         source_stores=stores,
         ingest_prefix=ingest,
         spool_dir=env.get("MEDIAFARM_API_SPOOL_DIR") or None,

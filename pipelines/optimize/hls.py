@@ -1,4 +1,5 @@
-"""Package a transcoded ladder as HLS: fMP4 segments, a media playlist per rung, a master playlist.
+"""Package a transcoded ladder as HLS and DASH: fMP4 segments, a media playlist per rung, a
+master playlist, and an MPD over the same segments (``pipelines/optimize/dash.py``).
 
 Packaging remuxes (no re-encode): each rung's MP4 goes through FFmpeg's ``hls``
 muxer with stream copy, which cuts segments on video keyframes at cumulative
@@ -10,7 +11,7 @@ because fMP4 also carries the ladder's AV1 and Opus.
 
 The package is a folder that can be uploaded as is under one key prefix::
 
-    master.m3u8
+    master.m3u8  manifest.mpd
     360p/index.m3u8  360p/init.mp4  360p/seg-00001.m4s ...
     720p/index.m3u8  ...
 
@@ -29,7 +30,10 @@ from dataclasses import dataclass
 
 import av
 
+from pipelines.optimize.dash import DashRung, mpd
+
 MASTER = "master.m3u8"
+MPD = "manifest.mpd"
 MEDIA_PLAYLIST = "index.m3u8"
 INIT = "init.mp4"
 SEGMENT_TEMPLATE = "seg-%05d.m4s"
@@ -71,6 +75,7 @@ class HlsPackage:
     master: str
     playlists: tuple[str, ...]  # one media playlist per rung, in master order
     segments: tuple[str, ...]  # every init and media segment, in playlist order
+    mpd: str = MPD  # the DASH manifest over the same segments
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class _Rung:
     files: tuple[str, ...]  # init first, then media segments, relative to the rung folder
     peak: int
     average: int
+    durations: tuple[float, ...]  # of the media segments, seconds
 
 
 def package_hls(renditions: list[HlsRendition], out_dir: str,
@@ -108,6 +114,8 @@ def package_hls(renditions: list[HlsRendition], out_dir: str,
         rungs.sort(key=lambda r: (r.peak, r.name))
         with open(os.path.join(staging, MASTER), "w", encoding="utf-8") as master:
             master.write(_master_playlist(rungs))
+        with open(os.path.join(staging, MPD), "w", encoding="utf-8") as manifest:
+            manifest.write(_mpd(rungs))
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty, checked above; rename will not replace a folder
         shutil.move(staging, out_dir)
@@ -251,6 +259,7 @@ def _package_rung(rendition: HlsRendition, root: str, name: str,
         files=((init,) if init else ()) + tuple(uri for uri, _ in segments),
         peak=max(peak, rendition.bandwidth),
         average=average,
+        durations=tuple(durations),
     )
 
 
@@ -343,3 +352,17 @@ def _master_playlist(rungs: list[_Rung]) -> str:
         attributes.append(f'CODECS="{r.codecs}"')
         lines += [f"#EXT-X-STREAM-INF:{','.join(attributes)}", f"{rung.name}/{MEDIA_PLAYLIST}"]
     return "\n".join(lines) + "\n"
+
+
+def _mpd(rungs: list[_Rung]) -> str:
+    # The muxer's names: '%05d' in SEGMENT_TEMPLATE is DASH's $Number%05d$, numbered from 1.
+    template = SEGMENT_TEMPLATE.replace("%05d", "$Number%05d$")
+    for rung in rungs:
+        expected = tuple(SEGMENT_TEMPLATE % n for n in range(1, len(rung.durations) + 1))
+        if rung.files[0] != INIT or rung.files[1:] != expected:
+            raise ValueError(f"{rung.name}: the muxer's files are not init + numbered segments")
+    return mpd([DashRung(name=r.name, codecs=r.rendition.codecs, bandwidth=r.peak,
+                         width=r.rendition.width, height=r.rendition.height,
+                         frame_rate=r.rendition.frame_rate, init=r.files[0],
+                         segments=tuple(zip(r.files[1:], r.durations)))
+                for r in rungs], template)

@@ -115,15 +115,16 @@ def test_upload_poll_and_fetch_every_rendition_from_the_app(http, local):
         assert set(body) == {"id", "status_url"}
         asset = wait_terminal(http, body["status_url"], alice)
         _check_renditions(http, asset, alice)
-        assert all(r["url"].startswith(f"{local.url}/v1/renditions/") and r["url_expires_at"] is None
-                   for r in asset["renditions"])
+        assert all(r["url"].startswith(f"{local.url}/v1/renditions/") and "&sig=" in r["url"]
+                   and r["url_expires_at"] for r in asset["renditions"])
         assert [v["version"] for v in asset["versions"]] == [1]
         # The upload was buffered content-addressed in alice's own area, then taken in.
         assert owner_area(local.store("buffer"), "alice").exists(asset["sha256"])
         thumb = next(r for r in asset["renditions"] if r["preset"] == "thumb")
         fetched = http.get(thumb["url"], headers=alice)
         assert fetched.headers["content-type"] == "image/webp"
-        assert http.get(thumb["url"]).status_code == 401  # rendition URLs need the token too
+        assert http.get(thumb["url"]).status_code == 200  # signed: no token needed
+        assert http.get(thumb["url"].split("?")[0]).status_code == 401  # unsigned: the token
 
 
 def test_retry_with_the_same_idempotency_key_gets_the_same_answer(http, local):

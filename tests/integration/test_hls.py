@@ -133,7 +133,7 @@ def test_bandwidth_covers_every_segment_and_the_rendition(package, ladder):
 
 def test_every_reference_exists_and_every_file_is_referenced(package):
     folder = Path(package.folder)
-    referenced = {package.master}
+    referenced = {package.master, package.mpd}  # the MPD: tests/integration/test_dash.py
     for playlist in (package.master, *package.playlists):
         base = Path(playlist).parent
         for uri in references(read(package.folder, playlist)):
@@ -142,7 +142,7 @@ def test_every_reference_exists_and_every_file_is_referenced(package):
             referenced.add(name)
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert on_disk == referenced
-    assert on_disk == {package.master, *package.playlists, *package.segments}
+    assert on_disk == {package.master, package.mpd, *package.playlists, *package.segments}
     for playlist in package.playlists:  # fMP4: an init section per rung
         assert any(line.startswith('#EXT-X-MAP:URI="init.mp4"')
                    for line in read(package.folder, playlist).splitlines())

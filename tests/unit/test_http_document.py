@@ -17,9 +17,16 @@ OPERATIONS = [(path, method, operation) for path, item in DOCUMENT["paths"].item
 
 
 def test_every_route_is_documented_and_every_documented_path_is_routed():
-    routed = {(route.path, method.lower()) for router in ROUTERS for route in router.routes
-              for method in route.methods}
+    # A path convertor ({file:path}) is documented as the plain parameter ({file}).
+    routed = {(route.path.replace(":path}", "}"), method.lower()) for router in ROUTERS
+              for route in router.routes for method in route.methods}
     assert routed == {(path, method) for path, method, _ in OPERATIONS}
+
+
+# Reachable without a token too: a signed URL (HMAC, expiring, bound to its asset) is its own
+# credential, so that players, <video> elements and caches can fetch renditions and their
+# HLS/DASH segments, which cannot send an Authorization header.
+SIGNED_URL_PATHS = {"/v1/renditions/{sha256}", "/v1/renditions/{sha256}/{file}"}
 
 
 def test_every_operation_but_health_needs_a_bearer_token_with_a_scope():
@@ -28,10 +35,16 @@ def test_every_operation_but_health_needs_a_bearer_token_with_a_scope():
     for path, _, operation in OPERATIONS:
         if path in ("/healthz", "/readyz"):
             assert "security" not in operation
+        elif path in SIGNED_URL_PATHS:  # the token with a scope, or else the signed URL
+            token, signed = operation["security"]
+            assert list(token) == ["bearer"] and token["bearer"] == ["read"], path
+            assert signed == {"signed_url": []}, path
+            assert {"401", "403", "429"} <= set(operation["responses"]), path
         else:
             [requirement] = operation["security"]
             assert list(requirement) == ["bearer"] and requirement["bearer"], path
             assert {"401", "403", "429"} <= set(operation["responses"]), path
+    assert DOCUMENT["components"]["securitySchemes"]["signed_url"]["in"] == "query"
 
 
 def test_every_error_is_documented_with_the_one_error_shape():

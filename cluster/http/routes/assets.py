@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import datetime, timezone
 
 from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Request, Response
 
 from catalog.repository import AssetRequest
-from cluster.http import idempotency, owned, upload_store
+from cluster.http import idempotency, owned, signed_urls, upload_store
 from cluster.http.auth import Principal
 from cluster.http.dependencies import AssetId, IdempotencyKey, Reader, Service, Submitter
 from cluster.http.errors import ApiError
@@ -121,12 +122,16 @@ def _object_info(store, path: str) -> dict:
             responses=errors({404: "no such asset for this owner"}))
 async def get_asset(request: Request, principal: Reader, service: Service,
                     asset_id: AssetId) -> Asset:
-    return await to_thread.run_sync(_asset_view, service, principal.owner, asset_id,
-                                    lambda sha: api_url(request, "rendition", sha256=sha))
+    def local_url(sha: str, file: str | None) -> str:
+        if file is None:
+            return api_url(request, "rendition", sha256=sha)
+        return api_url(request, "rendition_file", sha256=sha, file=file)
+
+    return await to_thread.run_sync(_asset_view, service, principal.owner, asset_id, local_url)
 
 
 def _asset_view(service: FarmService, owner: str, asset_id: str,
-                local_url: Callable[[str], str]) -> Asset:
+                local_url: Callable[[str, str | None], str]) -> Asset:
     asset = owned.asset_detail(service.engine, owner, asset_id)
     if asset is None:
         raise ApiError(404, "not_found", "there is no such asset")
@@ -139,28 +144,39 @@ def _asset_view(service: FarmService, owner: str, asset_id: str,
         versions=[{"version": v["version"], "sha256": v["blob_sha256"],
                    "recipe_id": v["recipe_id"], "created_at": utc(v["created_at"])}
                   for v in asset["versions"]],
-        renditions=[_rendition_view(service, r, local_url) for r in asset["renditions"]],
+        renditions=[_rendition_view(service, asset["id"], r, local_url)
+                    for r in asset["renditions"]],
     )
 
 
-def _rendition_view(service: FarmService, rendition: dict,
-                    local_url: Callable[[str], str]) -> Rendition:
-    """A rendition row as the API shows it, with a URL its owner can fetch."""
+def _rendition_view(service: FarmService, asset_id: str, rendition: dict,
+                    local_url: Callable[[str, str | None], str]) -> Rendition:
+    """A rendition row as the API shows it, with URLs anyone holding them can fetch until
+    they expire: presigned by the object store, or signed by this server (local stores,
+    and every HLS/DASH package, whose manifests are served here signed anew)."""
     store = service.stores["renditions"]
-    playlist = (rendition["encoder"] or {}).get("playlist")
+    encoder = rendition["encoder"] or {}
     digest = rendition["output_sha256"]
-    expires = None
-    if upload_store.presigns(store):
-        path = store.key_at(playlist) if playlist else store.key(digest)
-        url = upload_store.presign_get(store, path, service.config.url_expires_s)
-        expires = datetime.now(timezone.utc) + timedelta(seconds=service.config.url_expires_s)
+    lifetime = service.config.url_expires_s
+    expires = int(time.time()) + lifetime
+
+    def signed(file: str | None) -> str:
+        query = signed_urls.signed_query(service.config.url_secret, f"/v1/renditions/{digest}",
+                                         asset_id, expires)
+        return f"{local_url(digest, file)}?{query}"
+
+    if encoder.get("playlist"):
+        url = signed(encoder["playlist"].rpartition("/")[2])
+    elif upload_store.presigns(store):
+        url = upload_store.presign_get(store, store.key(digest), lifetime)
     else:
-        url = local_url(digest)
+        url = signed(None)
+    dash = signed(encoder["mpd"].rpartition("/")[2]) if encoder.get("mpd") else None
     return Rendition(preset=rendition["preset"], format=rendition["format"],
                      media_type=rendition["media_type"], width=rendition["width"],
                      height=rendition["height"], bytes=rendition["bytes"],
-                     quality=rendition["quality"], sha256=digest, url=url,
-                     url_expires_at=expires)
+                     quality=rendition["quality"], sha256=digest, url=url, dash_url=dash,
+                     url_expires_at=datetime.fromtimestamp(expires, timezone.utc))
 
 
 @router.delete("/v1/assets/{asset_id}", status_code=204, response_class=Response,
