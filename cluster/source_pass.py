@@ -61,7 +61,8 @@ def read_pass(uri: str, settings: Settings, stores: dict[str, Store], scanner: C
     def attempt() -> Passed:
         return _attempt(uri, settings, stores, scanner, on_chunk)
     try:
-        return retrying(f"reading the source {uri}", attempt, Backoff(settings.storage_retry_s))
+        return retrying(f"reading the source {uri}", attempt, Backoff(settings.storage_retry_s),
+                        store="source")
     except FileNotFoundError as exc:
         raise Failed("source_missing", f"the source {uri} no longer exists") from exc
     except OSError as exc:

@@ -9,13 +9,14 @@ raise for a bad file, so one asset cannot take a worker or its neighbours down.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 
 from catalog.repository import RenditionRecord, StageRecord, utcnow
-from cluster import placement, recorder, runtime, video_tasks
+from cluster import metrics, placement, recorder, runtime, video_tasks
 from cluster.config import Settings
 from cluster.source_pass import read_pass
 from cluster.storage.stores import Staged
@@ -64,7 +65,7 @@ def _run(stage: str, job: Job, carry: Carry, body: Callable[[], Carry]) -> Carry
     """Run one stage's body, record how it went, and turn any error into a Stop."""
     if carry.stop is not None:
         return carry
-    started = utcnow()
+    started, clock = utcnow(), time.perf_counter()
     status, stop, error = "ok", None, None
     try:
         result = body()
@@ -79,6 +80,8 @@ def _run(stage: str, job: Job, carry: Carry, body: Callable[[], Carry]) -> Carry
         result = replace(carry, data=None, rasters=(), encoded=(), poster_frame=None, stop=stop,
                          details=getattr(error, "details", {}))
         status = stop.status.value
+    metrics.stage_finished(stage, status, time.perf_counter() - clock,
+                           stop.reason if stop else None)
     recorder.current(runtime.catalog(job.settings)).stage(StageRecord(
         asset_id=job.asset_id, stage=stage, attempt=job.attempt, status=status,
         started_at=started, finished_at=utcnow(), worker=runtime.worker_name(),
@@ -260,6 +263,7 @@ def record_task(job: Job, carry: Carry) -> dict:
     if stop is not None:
         writes.stop(job.asset_id, job.attempt, stop.status.value, stop.reason, stop.message,
                     stop.retryable, carry.sha256)
+    metrics.outcome(stop.status.value if stop else "ready", stop.reason if stop else None)
     return {"asset_id": job.asset_id, "status": stop.status.value if stop else "ready",
             "reason": stop.reason if stop else None}
 

@@ -6,7 +6,9 @@ libvips too old to block untrusted loaders, sizes libvips' cache and threads
 for one task per thread, checks that clamd answers and fails closed (its report
 names the clamd.conf settings to change otherwise), and detects GPUs and the
 hardware video engines FFmpeg can really open (data-centre cards have NVDEC
-but no NVENC: each is tried, never assumed).
+but no NVENC: each is tried, never assumed). It also registers the farm's metrics
+(``cluster.metrics``) in the worker process, where Dask's own ``/metrics`` on the
+worker's dashboard port serves them, and puts that URL in its report.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class MediafarmWorkerPlugin(WorkerPlugin):
         # own check of the same clamd), and a blocked loop stops the worker answering the
         # scheduler, so its tasks and every plugin registration wait on it.
         self.report = await asyncio.to_thread(self._probe, dict(worker.state.total_resources))
+        self.report["metrics"] = metrics_url(worker)
 
     def _probe(self, resources: dict) -> dict:
         import pyvips
@@ -58,6 +61,17 @@ class MediafarmWorkerPlugin(WorkerPlugin):
                 "gpus": detect_gpus(),
                 "hardware_codecs": detect_hardware_codecs(),
                 "resources": resources}
+
+
+def metrics_url(worker) -> str | None:
+    """Where this worker's metrics are scraped: Dask's ``/metrics`` on its dashboard port
+    (one port per worker process, ephemeral unless ``--dashboard-address`` fixes it)."""
+    from cluster import metrics  # noqa: F401 - registers the farm's metrics in this process
+
+    server = getattr(worker, "http_server", None)
+    if server is None or not getattr(server, "port", None):
+        return None
+    return f"http://{worker.ip}:{server.port}/metrics"
 
 
 def clamd_status(url: str | None) -> str:

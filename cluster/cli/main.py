@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='extra Dask resources, e.g. "MEMORY=16e9"; GPU=N is added when '
                              "GPUs are found")
     worker.add_argument("--name", help="worker name prefix")
+    worker.add_argument("--dashboard-address", default="",
+                        help="where each worker's Dask HTTP server (dashboard and the metrics "
+                             "at /metrics) listens, e.g. :8790; a port taken by another worker "
+                             "on the host falls back to a free one (default: Dask's, :0)")
     worker.set_defaults(run="worker:run_worker")
 
     export = commands.add_parser(

@@ -21,6 +21,8 @@ def worker_command(args: argparse.Namespace) -> list[str]:
         command += ["--resources", ",".join(resources)]
     if args.name:
         command += ["--name", args.name]
+    if getattr(args, "dashboard_address", ""):
+        command += ["--dashboard-address", args.dashboard_address]
     return command
 
 

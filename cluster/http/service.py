@@ -23,6 +23,7 @@ from distributed import Future
 from sqlalchemy import text
 
 from catalog.repository import AssetRequest
+from cluster import metrics
 from cluster.http import owned
 from cluster.http.auth import RateLimiter
 from cluster.config import Settings
@@ -163,6 +164,7 @@ class FarmService:
         self._submitter = threading.Thread(target=self._submit_loop, name="mediafarm-submit",
                                            daemon=True)
         self._submitter.start()
+        metrics.SERVICES.watch(self)  # its in-flight assets and queue depth, when scraped
 
     # -- assets -------------------------------------------------------------------------------
 
@@ -279,6 +281,10 @@ class FarmService:
         with self._lock:
             return len(self._in_flight)
 
+    def queue_depth(self) -> int:
+        """Requests waiting for the submit thread (approximate, as ``Queue.qsize`` is)."""
+        return self._queue.qsize()
+
     # -- jobs ---------------------------------------------------------------------------------
 
     def start_job(self, kind: str, recipe: Recipe, *, where: str = "", manifest: str = "",
@@ -333,6 +339,7 @@ class FarmService:
         return checks
 
     def close(self) -> None:
+        metrics.SERVICES.forget(self)
         self._queue.put(None)
         self._submitter.join(timeout=30)
         self._closing = True

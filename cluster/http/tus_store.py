@@ -360,7 +360,8 @@ class S3Receiver:
     def begin(self) -> None:
         if self.tail_size:
             tail = retrying("reading a tus tail", lambda: self.buffer.fs.cat_file(
-                self.tail_path, start=0, end=self.tail_size), self.buffer.backoff)
+                self.tail_path, start=0, end=self.tail_size), self.buffer.backoff,
+                store=self.buffer.name)
             if len(tail) != self.tail_size:
                 raise ApiError(500, "internal_error", "the upload's tail object is short")
             self.pending += tail
@@ -447,7 +448,8 @@ def s3_call(store: Store, operation: str, method: str, **params) -> dict:
 
 
 def _retry(store: Store, operation: str, call):
-    return retrying(f"{operation} in the {store.name} store", call, store.backoff)
+    return retrying(f"{operation} in the {store.name} store", call, store.backoff,
+                    store=store.name)
 
 
 def _size(store: Store, path: str) -> int | None:

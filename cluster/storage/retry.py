@@ -22,6 +22,7 @@ import botocore.exceptions
 import tenacity
 from botocore.parsers import ResponseParserError
 
+from cluster import metrics
 from pipelines.outcome import Failed
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def transient(error: BaseException) -> bool:
     return False
 
 
-def retrying(operation: str, call: Callable[[], T], backoff: Backoff, *,
+def retrying(operation: str, call: Callable[[], T], backoff: Backoff, *, store: str = "other",
              sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], float] = time.monotonic,
              jitter: Callable[[], float] = random.random) -> T:
@@ -105,6 +106,8 @@ def retrying(operation: str, call: Callable[[], T], backoff: Backoff, *,
 
     Other errors are raised at once. When the budget is spent, raises
     ``StorageUnavailable`` naming ``operation``, the attempts, the time and the last error.
+    Each retry and each giving up is counted under ``store`` (a store's name, ``source``;
+    see ``cluster.metrics``).
     """
     start = clock()
 
@@ -113,12 +116,14 @@ def retrying(operation: str, call: Callable[[], T], backoff: Backoff, *,
 
     def log_retry(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception()
+        metrics.store_retry(store)
         log.info("%s: attempt %d: %s: %s; again in %.2f s", operation, state.attempt_number,
                  type(error).__name__, error, state.next_action.sleep)
 
     def give_up(state: tenacity.RetryCallState):
         error, spent = state.outcome.exception(), elapsed()
         text = f"{type(error).__name__}: {error}"
+        metrics.store_gave_up(store)
         raise StorageUnavailable(
             f"{operation} failed {state.attempt_number} times over {spent:.1f} s (budget "
             f"{backoff.budget_s:g} s); last error: {text}",

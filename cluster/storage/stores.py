@@ -344,7 +344,8 @@ class Store:
     def _io(self, verb: str, key: str, call: Callable[[], T]) -> T:
         """Run one store operation through the retry policy; see ``retrying``."""
         where = f"the {self.name} store ({self.url})"
-        return retrying(f"{verb} {key[len(self.root) + 1:] or key} in {where}", call, self.backoff)
+        return retrying(f"{verb} {key[len(self.root) + 1:] or key} in {where}", call, self.backoff,
+                        store=self.name)
 
 
 STAGING = "staging"

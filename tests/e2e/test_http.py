@@ -22,6 +22,7 @@ import pyvips
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance,
@@ -34,8 +35,8 @@ from cluster.cli.samples import EICAR, scene
 from cluster.http.service import load_api_config
 from cluster.http.upload_store import owner_area
 from tests.conftest import make_settings, s3_store
-from tests.services.api_server import (Deployment, sqlite_deployment, start_api_server,
-                                       wait_terminal)
+from tests.services.api_server import (Deployment, assert_error, sqlite_deployment,
+                                       start_api_server, wait_terminal)
 from tests.services.postgres import scratch_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -205,6 +206,24 @@ def test_health_and_readiness(http, local):
                             "checks": {"catalog": "ok", "scheduler": "ok", "clamd": "ok"}}
     # `serve` logs each request at its default level, as an operator expects of a server.
     assert '"GET /healthz HTTP/1.1" 200' in local.server.log()
+
+
+def test_metrics_need_an_admin_token_and_count_the_endpoints_work(http, local):
+    """/metrics is the operator's: 401 without a token, 403 without admin; with admin, the
+    endpoint's own gauges, settled once an upload has been taken in and has ended."""
+    assert_error(http.get(f"{local.url}/metrics"), 401, "unauthorized")
+    assert_error(http.get(f"{local.url}/metrics", headers=local.token("bob")), 403, "forbidden")
+    alice = local.token("alice")
+    created = _upload(http, local, alice, _jpeg(41)).json()
+    assert wait_terminal(http, created["status_url"], alice)["status"] == "ready"
+    answer = http.get(f"{local.url}/metrics", headers=local.token("ops", "admin"))
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    assert families["mediafarm_submit_queue_depth"].samples[0].value == 0
+    assert families["mediafarm_assets_in_flight"].type == "gauge"
+    # The workers' metrics are declared here too; their samples are on the workers' /metrics.
+    assert {"mediafarm_stage_duration_seconds", "mediafarm_outcomes", "mediafarm_scanner_errors",
+            "mediafarm_store_errors", "mediafarm_store_retries"} <= set(families)
 
 
 # -- the OpenAPI document, fuzzed -------------------------------------------------------------

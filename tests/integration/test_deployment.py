@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -124,3 +126,56 @@ def test_worker_plugin_refuses_nothing_on_a_current_libvips_and_reports_it():
     asyncio.run(plugin.setup(FakeWorker()))
     assert plugin.report["untrusted_loaders_blocked"] and plugin.report["clamd"] == "not configured"
     assert plugin.report["gpus"] == [] or all("name" in g for g in plugin.report["gpus"])
+
+
+# -- metrics: the sample alert rules and dashboard name only metrics that exist -------------
+
+METRIC_NAME = re.compile(r"\b(mediafarm_[a-z_]+|dask_scheduler_[a-z_]+)\b")
+
+
+def _known_series() -> set[str]:
+    from cluster import metrics
+    from prometheus_client import REGISTRY
+
+    names = {sample.name for family in REGISTRY.collect() for sample in family.samples}
+    names |= {metrics.STAGE_SECONDS._name + suffix for suffix in ("_bucket", "_count", "_sum")}
+    for counter in (metrics.OUTCOMES, metrics.SCANNER_ERRORS, metrics.STORE_RETRIES,
+                    metrics.STORE_ERRORS):
+        names.add(counter._name + "_total")
+    return names | {"dask_scheduler_workers"}  # the Dask scheduler's own
+
+
+def test_sample_alert_rules_are_prometheus_rule_groups_over_the_farms_metrics():
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    [group] = rules["groups"]
+    alerts = {rule["alert"]: rule for rule in group["rules"]}
+    assert {"MediafarmScannerErrors", "MediafarmFailureRatioHigh", "MediafarmNoWorkers",
+            "MediafarmSubmitQueueDeep", "MediafarmStageSlow"} <= set(alerts)
+    known = _known_series()
+    for name, rule in alerts.items():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["summary"]
+        used = set(METRIC_NAME.findall(rule["expr"]))
+        assert used and used <= known, (name, used - known)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Prometheus) not installed")
+def test_promtool_accepts_the_sample_alert_rules():
+    checked = subprocess.run(["promtool", "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_sample_dashboard_charts_only_the_farms_metrics():
+    dashboard = json.loads((DEPLOY / "grafana" / "mediafarm.json").read_text())
+    assert dashboard["uid"] == "mediafarm" and dashboard["panels"]
+    known, charted = _known_series(), set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used = set(METRIC_NAME.findall(target["expr"]))
+            assert used and used <= known, (panel["title"], used - known)
+            charted |= used
+    assert {"mediafarm_stage_duration_seconds_bucket", "mediafarm_outcomes_total",
+            "mediafarm_scanner_errors_total", "mediafarm_store_errors_total",
+            "mediafarm_assets_in_flight", "mediafarm_submit_queue_depth"} <= charted

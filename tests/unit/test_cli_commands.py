@@ -12,3 +12,14 @@ def test_every_command_names_a_function():
     assert len(commands) == 28, sorted(commands)
     for prog, name in commands.items():
         assert callable(handler(name)), f"{prog}: {name}"
+
+
+def test_worker_passes_a_fixed_dashboard_address_on_for_its_metrics():
+    from cluster.cli.worker import worker_command
+
+    args = build_parser().parse_args(["worker", "tcp://s:8786", "--nworkers", "1",
+                                      "--dashboard-address", ":8790"])
+    command = worker_command(args)
+    assert command[command.index("--dashboard-address") + 1] == ":8790"
+    default = worker_command(build_parser().parse_args(["worker", "tcp://s:8786"]))
+    assert "--dashboard-address" not in default  # Dask's own: a free port per worker
