@@ -20,7 +20,8 @@ router = APIRouter(tags=["owners"], responses=AUTH_ERRORS)
                summary="Erase an owner: their assets, tokens, uploads, library and the objects "
                        "only they referenced (admin)",
                response_description="erased (an owner with nothing left erases to zero counts)",
-               responses=errors({422: "not an owner name (1 to 200 characters)"}))
+               responses=errors({404: "nothing at this path (a name with a slash in it)",
+                                 422: "not an owner name (1 to 200 characters)"}))
 async def erase_owner(principal: Admin, service: Service,
                       owner: Annotated[str, Path(min_length=1, max_length=200)]) -> Erasure:
     record = await to_thread.run_sync(partial(
