@@ -325,3 +325,24 @@ class NearDuplicateMember(Base):
     phash: Mapped[int] = mapped_column(BigInteger)
     threshold: Mapped[int] = mapped_column(Integer)
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GcMark(Base):
+    """A blob a GC run found unreferenced (``catalog.gc``); any write that records or
+    references the blob deletes its mark, so an ingest of the same bytes wins."""
+
+    __tablename__ = "gc_marks"
+    sha256: Mapped[str] = mapped_column(SHA256, primary_key=True)
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Erasure(Base):
+    """That an owner was erased: by whom, when, how many rows and objects. Not what."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (Index("ix_erasures_owner", "owner"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    erased_by: Mapped[str] = mapped_column(String(200))
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    counts: Mapped[dict] = mapped_column(JSON)

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from catalog.db import connect, upgrade
+from catalog.gc import pin
 from catalog.metadata_columns import FILLED, with_columns
 from catalog.retry import DEFAULT_RETRY_S, Retry, retried
 from catalog.models import (Asset, AssetVersion, Base, Blob, Job, PerceptualHash, Recipe, Rendition,
@@ -346,8 +347,15 @@ class Catalog:
             self._originals(conn, [{"sha256": sha256, "size": size, "media_type": media_type,
                                     "store": store, "media_metadata": metadata}])
 
+    @retried
+    def pin_blobs(self, digests: Sequence[str]) -> None:
+        """Before storing these bytes: no GC run may now delete them (``catalog.gc``)."""
+        with self.engine.begin() as conn:
+            pin(conn, digests)
+
     def _originals(self, conn: Connection, rows: Sequence[dict]) -> None:
         """Originals' blobs, typed columns filled; metadata read again replaces the row's."""
+        pin(conn, [r["sha256"] for r in rows])
         read = {r["sha256"]: with_columns(r) for r in rows if r["media_metadata"] is not None}
         blobs, bare = Blob.__table__, [r for r in rows if r["media_metadata"] is None]
         self._upsert(conn, blobs, list(read.values()), ["sha256"], ["media_metadata", *FILLED])
@@ -411,6 +419,7 @@ class Catalog:
                     "bytes": r.bytes, "quality": r.quality, "preset_id": r.preset_id,
                     "metric_name": r.metric_name, "metric_value": r.metric_value,
                     "encoder": r.encoder, "tool_versions": r.tool_versions})
+        pin(conn, [*blobs, *(source for _, _, source, _, _, _ in ready)])
         self._upsert(conn, Blob.__table__, list(blobs.values()), ["sha256"])
         self._upsert(conn, Rendition.__table__, renditions, ["source_sha256", "recipe_id", "preset"])
         versions = self._versions(conn, [(a, blob, recipe) for a, _, blob, recipe, _, _ in ready])

@@ -153,12 +153,17 @@ def hash_task(job: Job, carry: Carry) -> Carry:
     def body() -> Carry:
         catalog = runtime.catalog(job.settings)
         originals = runtime.stores(job.settings)["originals"]
-        if carry.staged is not None:
+        staged = carry.staged
+        digest = staged.sha256 if staged is not None else sha256_hex(carry.data)
+        # Pinned before it is stored: a GC sweeping these bytes now either finds the pin
+        # and keeps them, or finishes first and the put below writes them anew (catalog.gc).
+        catalog.pin_blobs([digest])
+        if staged is not None:
             # Hashed while it was read and staged: published by digest, never read again here.
-            digest, size = carry.staged.sha256, carry.staged.size
-            created = originals.promote(carry.staged)
+            size = staged.size
+            created = originals.promote(staged)
         else:
-            digest, size = sha256_hex(carry.data), len(carry.data)
+            size = len(carry.data)
             created = originals.put(digest, carry.data)
         recorder.current(catalog).blob(digest, size, carry.validated.media_type,
                                        "originals", carry.validated.metadata)

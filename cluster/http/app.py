@@ -21,8 +21,8 @@ from starlette.middleware import Middleware
 from cluster.farm import Farm
 from cluster.http import errors
 from cluster.http.document import DESCRIPTION, TITLE, document
-from cluster.http.routes import (assets, collections, health, jobs, metrics, renditions, search,
-                                 tags, tus, uploads)
+from cluster.http.routes import (assets, collections, health, jobs, metrics, owners, renditions,
+                                 search, tags, tus, uploads)
 from cluster.http.service import ApiConfig, FarmService
 from cluster.http.slow_clients import BodyIdleTimeout
 from cluster.http.upload_cleanup import clean_uploads
@@ -31,7 +31,8 @@ from pipelines.recipe import Recipe
 log = logging.getLogger(__name__)
 
 ROUTERS = (assets.router, renditions.router, uploads.router, tus.router, jobs.router,
-           tags.router, collections.router, search.router, metrics.router, health.router)
+           tags.router, collections.router, search.router, owners.router, metrics.router,
+           health.router)
 
 
 def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,

@@ -333,3 +333,11 @@ class SearchPage(Model):
     items: list[SearchItem]
     next: str | None = Field(description="pass as ``after`` for the next page; null on the last")
 
+
+
+class Erasure(Model):
+    id: UUID
+    owner: str
+    counts: dict[str, int] = Field(description="rows removed by table, and gc_*: blobs, "
+                                               "renditions, objects, packages and upload "
+                                               "buffers deleted")

@@ -176,6 +176,17 @@ class Store:
         self.fs.rm_file(key)
         return True
 
+    def delete_at(self, relative: str) -> bool:
+        """Remove a keyed object or a folder of them (an HLS package); True if there."""
+        key = self._relative_key(relative)
+        return self._io("deleting", key, lambda: self._delete_tree(key))
+
+    def _delete_tree(self, key: str) -> bool:
+        if not self.fs.exists(key):
+            return False
+        self.fs.rm(key, recursive=True)
+        return True
+
     def key_at(self, relative: str) -> str:
         """The filesystem path of a keyed object (see ``put_at``), e.g. to presign it."""
         return self._relative_key(relative)

@@ -175,6 +175,24 @@ def test_delete_unpublishes_renditions_and_keeps_status_and_original(http, local
     assert restored["deleted_at"] is None and len(restored["renditions"]) == 4
 
 
+def test_an_admin_erases_an_owner_and_what_only_they_stored(http, local):
+    frank = local.token("frank")
+    answer = _upload(http, local, frank, _jpeg(51))
+    asset = wait_terminal(http, answer.json()["status_url"], frank)
+    thumb = next(r for r in asset["renditions"] if r["preset"] == "thumb")
+    assert http.delete(f"{local.url}/v1/owners/frank", headers=frank).status_code == 403
+    admin = local.token("root", "submit,read,admin")
+    erased = http.delete(f"{local.url}/v1/owners/frank", headers=admin)
+    assert erased.status_code == 200, erased.text
+    counts = erased.json()["counts"]
+    assert counts["assets"] == 1 and counts["api_tokens"] == 1 and counts["gc_blobs"] >= 2
+    assert http.get(answer.json()["status_url"], headers=frank).status_code == 401
+    assert http.get(thumb["url"]).status_code == 404  # the signed URL
+    assert not local.store("originals").exists(asset["sha256"])
+    assert not local.store("renditions").exists(thumb["sha256"] if "sha256" in thumb
+                                                else thumb["url"].split("?")[0].rsplit("/", 1)[1])
+
+
 def test_presigned_uploads_need_an_object_store(http, local):
     answer = http.post(f"{local.url}/v1/uploads", headers=local.token("fred"))
     assert answer.status_code == 409
