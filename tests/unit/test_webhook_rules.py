@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +89,15 @@ def test_only_2xx_is_delivered_and_retries_back_off():
     assert not any(delivered(code) for code in (301, 302, 307, 308, 400, 404, 500, 503))
     assert [next_delay(n, 30) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
     assert next_delay(30, 30) == 3600
+
+
+def test_the_receivers_check_in_the_docs_verifies_what_the_farm_signs():
+    text = (Path(__file__).parents[2] / "docs" / "http.md").read_text()
+    snippet = re.search(r"## Webhooks.*?```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - our own documentation
+    body = b'{"event":"asset.ready"}'
+    now = int(time.time())
+    assert namespace["verified"]("whsec_a", signature("whsec_a", body, now), body)
+    assert not namespace["verified"]("whsec_a", signature("whsec_b", body, now), body)
+    assert not namespace["verified"]("whsec_a", signature("whsec_a", body, now - 3600), body)
