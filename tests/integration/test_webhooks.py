@@ -200,3 +200,24 @@ def test_a_callback_off_the_allowed_hosts_is_refused_at_submit(api, http, callba
                      json={"kind": "backfill", "manifest": "catalog:owner=carol",
                            "callback_url": callback}), 422, "callback_not_allowed")
     assert api.asset_count("carol") == before
+
+
+def test_a_jobs_webhook_arrives_when_it_finishes(api, http, receivers):
+    receiver, _ = receivers
+    admin = api.token("dora", "submit,read,admin")
+    recipe = {"name": "tiny", "presets": [{"name": "tiny", "width": 64, "format": "webp"}]}
+    started = http.post(f"{api.url}/v1/jobs", headers=admin, json={
+        "kind": "reencode", "where": "owner=nobody-here", "recipe": recipe,
+        "callback_url": f"{receiver.url}/job"})
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    engine = connect(api.settings.catalog_url)
+    deadline = time.monotonic() + 120
+    while (row := deliveries(engine, "dora", job_id=job_id)[0])["status"] == "pending":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    assert (row["status"], row["event"], row["attempts"]) == ("delivered", "job.finished", 1)
+    [(headers, body)] = receiver.hits("/job")
+    secret = http.get(f"{api.url}/v1/webhook-secret", headers=admin).json()["secret"]
+    assert verify(secret, headers["Mediafarm-Signature"], body, int(time.time()))
+    assert json.loads(body)["job_id"] == job_id and json.loads(body)["status"] == "finished"
