@@ -83,7 +83,8 @@ def lease(engine: Engine, delivery: dict, seconds: float) -> bool:
         taken = conn.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery["id"], WebhookDelivery.status == "pending",
-                   WebhookDelivery.attempts == delivery["attempts"])
+                   WebhookDelivery.attempts == delivery["attempts"],
+                   WebhookDelivery.next_attempt_at == delivery["next_attempt_at"])
             .values(next_attempt_at=utcnow() + timedelta(seconds=seconds)))
     return taken.rowcount == 1
 
