@@ -101,3 +101,48 @@ def test_the_receivers_check_in_the_docs_verifies_what_the_farm_signs():
     assert namespace["verified"]("whsec_a", signature("whsec_a", body, now), body)
     assert not namespace["verified"]("whsec_a", signature("whsec_b", body, now), body)
     assert not namespace["verified"]("whsec_a", signature("whsec_a", body, now - 3600), body)
+
+
+def _form(*parts: tuple[str, str | None, bytes]) -> bytes:
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        kind = b"Content-Type: image/jpeg\r\n" if filename else b""
+        body += (b"--B\r\nContent-Disposition: " + disposition.encode() + b"\r\n" + kind
+                 + b"\r\n" + data + b"\r\n")
+    return body + b"--B--\r\n"
+
+
+def _receive(body: bytes, tmp_path):
+    import asyncio
+
+    from cluster.http.upload_store import receive_multipart
+
+    async def chunks():
+        yield body
+
+    return asyncio.run(receive_multipart(chunks(), "multipart/form-data; boundary=B",
+                                         max_bytes=1 << 20, allowed_types={"image/jpeg"},
+                                         spool_dir=str(tmp_path)))
+
+
+def test_the_upload_form_takes_a_callback_url_beside_the_file(tmp_path):
+    from cluster.http.errors import ApiError
+
+    for parts in ([("callback_url", None, b"http://127.0.0.1:9/h"), ("file", "a.jpg", b"jpeg")],
+                  [("file", "a.jpg", b"jpeg"), ("callback_url", None, b"http://127.0.0.1:9/h")]):
+        received = _receive(_form(*parts), tmp_path)
+        assert received.callback_url == "http://127.0.0.1:9/h" and received.size == 4
+        Path(received.path).unlink()
+    plain = _receive(_form(("file", "a.jpg", b"jpeg")), tmp_path)
+    assert plain.callback_url is None
+    Path(plain.path).unlink()
+    for bad in ([("callback_url", None, b"x" * 2001), ("file", "a.jpg", b"jpeg")],
+                [("callback_url", None, b"a"), ("callback_url", None, b"b"),
+                 ("file", "a.jpg", b"jpeg")],
+                [("callback_url", "h.txt", b"a"), ("file", "a.jpg", b"jpeg")],
+                [("other", None, b"a"), ("file", "a.jpg", b"jpeg")]):
+        with pytest.raises(ApiError) as refused:
+            _receive(_form(*bad), tmp_path)
+        assert refused.value.status == 422
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("mediafarm-upload-")] == []
