@@ -14,7 +14,8 @@ from sqlalchemy import Engine, delete, select
 
 from catalog.gc import originals_of, purge_assets
 from catalog.models import (ApiToken, Asset, Collection, CollectionItem, Erasure, IdempotencyKey,
-                            NearDuplicateMember, TusUpload, Upload)
+                            NearDuplicateMember, TusUpload, Upload, WebhookDelivery,
+                            WebhookSecret)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ def erase_owner(engine: Engine, owner: str, erased_by: str, now: datetime) -> Er
         for table, column in ((Collection, Collection.owner),
                               (NearDuplicateMember, NearDuplicateMember.owner),
                               (Upload, Upload.owner), (TusUpload, TusUpload.owner),
-                              (IdempotencyKey, IdempotencyKey.owner), (ApiToken, ApiToken.owner)):
+                              (IdempotencyKey, IdempotencyKey.owner), (ApiToken, ApiToken.owner),
+                              (WebhookSecret, WebhookSecret.owner),
+                              (WebhookDelivery, WebhookDelivery.owner)):
             done = conn.execute(delete(table.__table__).where(column == owner)).rowcount
             counts[table.__tablename__] = counts.get(table.__tablename__, 0) + done
         erasure_id = str(uuid.uuid4())

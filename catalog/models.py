@@ -346,3 +346,33 @@ class Erasure(Base):
     erased_by: Mapped[str] = mapped_column(String(200))
     erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     counts: Mapped[dict] = mapped_column(JSON)
+
+
+class WebhookSecret(Base):
+    """An owner's key for signing completion webhooks, made on first use (catalog.webhooks)."""
+
+    __tablename__ = "webhook_secrets"
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """One callback to send when an asset or job ends, and how its sending went: the log,
+    and the queue (pending rows with their next attempt survive a restart)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    asset_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str | None] = mapped_column(String(40))  # set when first sent
+    status: Mapped[str] = mapped_column(String(20))  # pending, delivered, given_up
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

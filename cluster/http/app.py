@@ -22,17 +22,19 @@ from cluster.farm import Farm
 from cluster.http import errors
 from cluster.http.document import DESCRIPTION, TITLE, document
 from cluster.http.routes import (assets, collections, health, jobs, metrics, owners, renditions,
-                                 search, tags, tus, uploads)
+                                 search, tags, tus, uploads, webhooks)
 from cluster.http.service import ApiConfig, FarmService
 from cluster.http.slow_clients import BodyIdleTimeout
 from cluster.http.upload_cleanup import clean_uploads
+from cluster.http.webhooks import client as webhook_client
+from cluster.http.webhooks import deliver_round
 from pipelines.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
 ROUTERS = (assets.router, renditions.router, uploads.router, tus.router, jobs.router,
-           tags.router, collections.router, search.router, owners.router, metrics.router,
-           health.router)
+           tags.router, collections.router, search.router, owners.router, webhooks.router,
+           metrics.router, health.router)
 
 
 def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,
@@ -43,15 +45,16 @@ def create_app(farm_factory: Callable[[], Farm], config: ApiConfig,
     async def lifespan(app: FastAPI):
         farm = await to_thread.run_sync(farm_factory)  # Dask's sync client wants its own thread
         app.state.service = FarmService(farm, config, recipe)
-        cleaning = (asyncio.create_task(_clean_periodically(app.state.service))
-                    if config.upload_cleanup_s > 0 else None)
+        loops = [asyncio.create_task(run(app.state.service)) for run, interval in (
+            (_clean_periodically, config.upload_cleanup_s),
+            (_deliver_periodically, config.webhook_interval_s)) if interval > 0]
         try:
             yield
         finally:
-            if cleaning is not None:
-                cleaning.cancel()
+            for loop in loops:
+                loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await cleaning
+                    await loop
             await to_thread.run_sync(app.state.service.close)
 
     app = FastAPI(title=TITLE, version="1", description=DESCRIPTION, lifespan=lifespan,
@@ -79,3 +82,20 @@ async def _clean_periodically(service: FarmService) -> None:
         except Exception:  # noqa: BLE001 - the next round tries again; the server carries on
             log.exception("upload clean-up failed")
         await asyncio.sleep(config.upload_cleanup_s)
+
+
+async def _deliver_periodically(service: FarmService) -> None:
+    """Send the completion webhooks that are due (the catalog's delivery log), every interval."""
+    config = service.config
+    with webhook_client(config.webhook_timeout_s) as http:
+        send = partial(deliver_round, service.engine, http,
+                       allowed_hosts=config.webhook_allowed_hosts,
+                       max_attempts=config.webhook_max_attempts,
+                       retry_base_s=config.webhook_retry_s,
+                       lease_s=max(60.0, 4 * config.webhook_timeout_s))
+        while True:
+            try:
+                await to_thread.run_sync(send)
+            except Exception:  # noqa: BLE001 - the next round tries again; the server carries on
+                log.exception("webhook delivery failed")
+            await asyncio.sleep(config.webhook_interval_s)

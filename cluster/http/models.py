@@ -70,6 +70,9 @@ class FileUpload(RequestModel):
 
     file: bytes = Field(description="the media file; its part's Content-Type must be accepted",
                         json_schema_extra={"format": "binary"})
+    callback_url: StrictStr | None = Field(
+        None, max_length=2000, description="POSTed a signed JSON event when the asset ends "
+                                           "(see Webhooks in docs/http.md)")
 
 
 class SourceRequest(RequestModel):
@@ -77,7 +80,11 @@ class SourceRequest(RequestModel):
 
     source_uri: StrictStr = Field(description="an object the caller's owner uploaded, or one "
                                               "under its ingest prefix")
-    field_errors = {"source_uri": (422, "source_not_allowed")}
+    callback_url: StrictStr | None = Field(
+        None, max_length=2000, description="POSTed a signed JSON event when the asset ends "
+                                           "(see Webhooks in docs/http.md)")
+    field_errors = {"source_uri": (422, "source_not_allowed"),
+                    "callback_url": (422, "callback_not_allowed")}
 
 
 class UploadRequest(RequestModel):
@@ -123,7 +130,11 @@ class JobRequest(RequestModel):
     recipe: dict[str, Any] | None = Field(None, description="a recipe, as in YAML")
     owner: StrictStr | None = Field(None, min_length=1, max_length=200,
                                     description="backfill: whose assets they become")
-    field_errors = {"where": (422, "invalid_selection"), "recipe": (422, "invalid_recipe")}
+    callback_url: StrictStr | None = Field(
+        None, max_length=2000, description="POSTed a signed JSON event when the job ends "
+                                           "(see Webhooks in docs/http.md)")
+    field_errors = {"where": (422, "invalid_selection"), "recipe": (422, "invalid_recipe"),
+                    "callback_url": (422, "callback_not_allowed")}
 
 
 REQUEST_MODELS: tuple[type[RequestModel], ...] = (FileUpload, SourceRequest, UploadRequest,
@@ -272,6 +283,12 @@ class Job(Model):
     created_at: datetime
     updated_at: datetime
     message: str | None
+
+
+class WebhookSecret(Model):
+    secret: str = Field(description="the HMAC-SHA256 key of your webhooks' signatures")
+    header: str = Field(description="the header carrying t=<unix time>,v1=<hex HMAC of "
+                                    "'<t>.<body>'>")
 
 
 class Health(Model):

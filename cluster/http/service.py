@@ -87,6 +87,14 @@ class ApiConfig:
     # each tus PATCH), and how often the server's clean-up drops the expired (0: never).
     upload_expires_s: int = 24 * 3600
     upload_cleanup_s: float = 600.0
+    # Completion webhooks (cluster.http.webhooks): the hosts callbacks may name (empty: any
+    # host whose addresses are all public), attempts before giving up, the first retry's
+    # delay (doubling after), each request's timeout, and how often the log is read (0: never).
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_max_attempts: int = 5
+    webhook_retry_s: float = 30.0
+    webhook_timeout_s: float = 5.0
+    webhook_interval_s: float = 2.0
 
 
 def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None) -> ApiConfig:
@@ -129,6 +137,12 @@ def load_api_config(settings: Settings, environ: Mapping[str, str] | None = None
         public_url=public_base_url(env.get("MEDIAFARM_API_PUBLIC_URL")),
         upload_expires_s=int(text_value("MEDIAFARM_API_UPLOAD_EXPIRES", "86400")),
         upload_cleanup_s=float(text_value("MEDIAFARM_API_UPLOAD_CLEANUP_INTERVAL", "600")),
+        webhook_allowed_hosts=tuple(h.strip().lower() for h in text_value(
+            "MEDIAFARM_WEBHOOK_ALLOWED_HOSTS", "").split(",") if h.strip()),
+        webhook_max_attempts=max(1, int(text_value("MEDIAFARM_WEBHOOK_MAX_ATTEMPTS", "5"))),
+        webhook_retry_s=float(text_value("MEDIAFARM_WEBHOOK_RETRY", "30")),
+        webhook_timeout_s=float(text_value("MEDIAFARM_WEBHOOK_TIMEOUT", "5")),
+        webhook_interval_s=float(text_value("MEDIAFARM_WEBHOOK_INTERVAL", "2")),
     )
 
 

@@ -44,10 +44,14 @@ class Received:
     size: int
     content_type: str
     filename: str | None
+    callback_url: str | None = None
+
+
+TEXT_FIELDS = {"callback_url": 2000}  # the form's optional text parts, and their byte limits
 
 
 class _FilePart:
-    """Parser callbacks for a form with exactly one part, ``file``."""
+    """Parser callbacks for a form with one part ``file`` and the optional TEXT_FIELDS."""
 
     def __init__(self, allowed_types: frozenset[str], spool_dir: str | None) -> None:
         self.allowed_types, self.spool_dir = allowed_types, spool_dir
@@ -62,6 +66,8 @@ class _FilePart:
         self.filename: str | None = None
         self.parts = 0
         self.finished = False
+        self.texts: dict[str, bytearray] = {}
+        self.text: bytearray | None = None  # the text part being read, if one is
 
     def callbacks(self) -> dict:
         return {"on_part_begin": self.part_begin, "on_header_field": self.field,
@@ -70,8 +76,8 @@ class _FilePart:
                 "on_end": self.end}
 
     def part_begin(self) -> None:
-        self.parts += 1
         self.headers = {}
+        self.text = None
 
     def field(self, data: bytes, start: int, end: int) -> None:
         self.header_field += data[start:end]
@@ -88,9 +94,15 @@ class _FilePart:
     def headers_finished(self) -> None:
         disposition, params = parse_options_header(self.headers.get("content-disposition", ""))
         name = params.get(b"name", b"").decode("latin-1")
+        if (disposition == b"form-data" and name in TEXT_FIELDS and name not in self.texts
+                and b"filename" not in params):
+            self.text = self.texts[name] = bytearray()
+            return
+        self.parts += 1
         if disposition != b"form-data" or name != "file" or self.parts > 1:
             raise ApiError(422, "invalid_form",
-                           "the form takes exactly one part, a file named 'file'")
+                           "the form takes exactly one part, a file named 'file', and "
+                           f"optionally {', '.join(TEXT_FIELDS)}")
         media_type = parse_options_header(self.headers.get("content-type", ""))[0]
         self.content_type = media_type.decode("latin-1").lower() or "application/octet-stream"
         if self.content_type not in self.allowed_types:
@@ -104,6 +116,11 @@ class _FilePart:
 
     def data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
+        if self.text is not None:
+            self.text += chunk
+            if len(self.text) > max(TEXT_FIELDS.values()):
+                raise ApiError(422, "invalid_form", "a text part of the form is too long")
+            return
         self.hash.update(chunk)
         self.size += len(chunk)
         self.handle.write(chunk)
@@ -147,8 +164,13 @@ async def receive_multipart(chunks: AsyncIterator[bytes], content_type: str, *, 
         part.handle.close()
         if part.size == 0:
             raise ApiError(422, "empty", "the uploaded file is empty")
+        callback = part.texts.get("callback_url")
+        try:
+            callback_url = bytes(callback).decode() if callback is not None else None
+        except UnicodeDecodeError:
+            raise ApiError(422, "callback_not_allowed", "callback_url is not UTF-8 text")
         return Received(part.path, part.hash.hexdigest(), part.size, part.content_type,
-                        part.filename)
+                        part.filename, callback_url)
     except MultipartParseError as exc:
         part.discard()
         raise ApiError(400, "invalid_multipart", f"the multipart body cannot be parsed: {exc}")

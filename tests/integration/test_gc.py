@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from catalog import Catalog, library
+from catalog import Catalog, library, webhooks
 from catalog.erasure import erasures
 from catalog.gc import Swept, mark, sweep
 from catalog.models import (ApiToken, Asset, AssetVersion, Blob, GcMark, PerceptualHash,
@@ -126,8 +126,14 @@ def test_owner_erase_removes_everything_of_theirs_and_keeps_the_others(farm):
             {"id": "t1", "token_sha256": "1" * 64, "owner": "alice", "scopes": ["read"]},
             {"id": "t2", "token_sha256": "2" * 64, "owner": "bob", "scopes": ["read"]}])
 
+    for owner in ("alice", "bob"):  # their webhook secrets and a delivery each
+        webhooks.owner_secret(catalog.engine, owner)
+        webhooks.add_delivery(catalog.engine, owner, "https://hooks.example/x", asset_id="a1")
+
     record = gc.erase_owner(catalog, stores, "alice", "test")
     assert record["counts"]["assets"] == 2 and record["counts"]["api_tokens"] == 1
+    assert record["counts"]["webhook_secrets"] == 1 and record["counts"]["webhook_deliveries"] == 1
+    assert [d["owner"] for d in webhooks.deliveries(catalog.engine, "bob")] == ["bob"]
     assert record["counts"]["gc_buffers"] == 1
     assert not stores["originals"].exists(alone["sha"])
     assert not stores["renditions"].exists(alone["thumb"])

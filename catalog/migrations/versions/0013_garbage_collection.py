@@ -6,7 +6,7 @@ references a blob deletes its mark first (catalog.gc). ``erasures``: that an own
 erased, by whom, when and how much; never what was erased.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 """
 
 from alembic import op
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = '0013'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 import time
+from collections.abc import Callable
+from functools import partial
 from datetime import datetime, timezone
 
 from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Request, Response
 
 from catalog.repository import AssetRequest
+from catalog.webhooks import add_delivery
 from cluster.http import idempotency, owned, signed_urls, upload_store
 from cluster.http.auth import Principal
 from cluster.http.dependencies import AssetId, IdempotencyKey, Reader, Service, Submitter
@@ -27,6 +29,7 @@ from cluster.http.models import (AUTH_ERRORS, BODY_TIMEOUT, Accepted, Asset, Fil
 from cluster.http.request_checks import (accepted, api_url, check_length, json_body, media_type,
                                          utc)
 from cluster.http.service import FarmService
+from cluster.http.webhooks import allowed_callback
 from cluster.storage.sources import asset_id as make_asset_id
 
 router = APIRouter(tags=["assets"], responses=AUTH_ERRORS)
@@ -46,7 +49,8 @@ router = APIRouter(tags=["assets"], responses=AUTH_ERRORS)
              "still being answered (Retry-After)",
         413: "the body is over the upload limit",
         415: "the body, or its file part, is of a type not accepted",
-        422: "the form, the source_uri or the Idempotency-Key is not acceptable",
+        422: "the form, the source_uri, the callback_url or the Idempotency-Key is not "
+             "acceptable",
     }, {409: {"Retry-After": {"description": "while the first request is still answered",
                               "schema": {"type": "integer", "minimum": 1}}}}))
 async def create_asset(request: Request, principal: Submitter, service: Service,
@@ -71,8 +75,10 @@ async def _create_asset(request: Request, principal: Principal, service: FarmSer
             max_bytes=service.config.max_upload_bytes,
             allowed_types=service.config.content_types, spool_dir=service.config.spool_dir)
         try:
+            callback = await _callback(service, received.callback_url)
             digest = idempotency.request_digest("POST", "/v1/assets",
-                                                ["file", received.sha256, received.content_type])
+                                                ["file", received.sha256, received.content_type,
+                                                 *([callback] if callback else [])])
             if claim.key and (stored := await to_thread.run_sync(claim.take, digest)):
                 return Accepted.model_validate(stored)
             buffer = upload_store.owner_area(service.stores["buffer"], principal.owner)
@@ -83,7 +89,9 @@ async def _create_asset(request: Request, principal: Principal, service: FarmSer
         fingerprint = f"sha256:{received.sha256}"
     elif media == "application/json":
         body = parse(SourceRequest, await json_body(request))
-        digest = idempotency.request_digest("POST", "/v1/assets", ["source", body.model_dump()])
+        callback = await _callback(service, body.callback_url)
+        digest = idempotency.request_digest("POST", "/v1/assets",
+                                            ["source", body.model_dump(exclude_none=True)])
         if claim.key and (stored := await to_thread.run_sync(claim.take, digest)):
             return Accepted.model_validate(stored)
         store, path = upload_store.owned_object(body.source_uri, principal.owner,
@@ -98,10 +106,19 @@ async def _create_asset(request: Request, principal: Principal, service: FarmSer
     asset_id = make_asset_id(principal.owner, source)
     await asyncio.wrap_future(service.enqueue(
         AssetRequest(asset_id, principal.owner, source, fingerprint)))
+    if callback:  # logged once the asset is queued: the delivery loop sends it when it ends
+        await to_thread.run_sync(partial(add_delivery, service.engine, principal.owner,
+                                         callback, asset_id=asset_id))
     answer = accepted(request, asset_id)
     if claim.held:
         await to_thread.run_sync(claim.finish, answer.model_dump(mode="json"))
     return answer
+
+
+async def _callback(service: FarmService, url: str | None) -> str | None:
+    if url is None:
+        return None
+    return await to_thread.run_sync(allowed_callback, url, service.config.webhook_allowed_hosts)
 
 
 def _object_info(store, path: str) -> dict:
