@@ -5,7 +5,6 @@ by an unreachable clamd."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest

@@ -25,9 +25,8 @@ from sqlalchemy import insert, select
 from catalog import Catalog, analytics
 from catalog.export import (CHANGE_COLUMN, DATASETS, JSON_COLUMNS, KEYS, SCHEMAS, destination_key,
                             export, open_dataset, watermark)
-from catalog.export_datasets import METADATA_COLUMNS
-from catalog.models import Asset, AssetVersion, Blob, ExportWatermark, Recipe, Rendition, StageRun
 from catalog import near_duplicates
+from catalog.export_datasets import METADATA_COLUMNS
 from catalog.models import (Asset, AssetVersion, Blob, ExportWatermark, NearDuplicateMember,
                             PerceptualHash, Recipe, Rendition, StageRun)
 from catalog.near_duplicates import DEFAULT_THRESHOLD, hash_row
