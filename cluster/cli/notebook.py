@@ -218,18 +218,20 @@ def library_samples(settings_: Settings, sources: int = 3, unrelated: int = 3) -
     if not marker.exists():
         folder.mkdir(parents=True, exist_ok=True)
         names = []
-        for seed in range(1, sources + 1):
-            picture = scene(1600, 1200, seed)
-            copies = {f"trip-{seed}.jpg": picture.jpegsave_buffer(Q=90),
-                      f"trip-{seed}-small.jpg": picture.resize(0.5).jpegsave_buffer(Q=85),
-                      f"trip-{seed}-q60.jpg": picture.jpegsave_buffer(Q=60),
-                      f"trip-{seed}-shared.webp": picture.webpsave_buffer(Q=75)}
+        # Seeds of their own: the quickstart's photos (seeds 0-9) are other pictures, not copies.
+        seed = 20
+        for number in range(1, sources + 1):
+            picture = scene(1600, 1200, seed + number)
+            copies = {f"trip-{number}.jpg": picture.jpegsave_buffer(Q=90),
+                      f"trip-{number}-small.jpg": picture.resize(0.5).jpegsave_buffer(Q=85),
+                      f"trip-{number}-q60.jpg": picture.jpegsave_buffer(Q=60),
+                      f"trip-{number}-shared.webp": picture.webpsave_buffer(Q=75)}
             for name, data in copies.items():
                 (folder / name).write_bytes(data)
                 names.append(name)
-        for seed in range(sources + 1, sources + unrelated + 1):
-            name = f"other-{seed}.jpg"
-            scene(1200, 900, seed).jpegsave(str(folder / name), Q=88)
+        for number in range(sources + 1, sources + unrelated + 1):
+            name = f"other-{number}.jpg"
+            scene(1200, 900, seed + number).jpegsave(str(folder / name), Q=88)
             names.append(name)
         marker.write_text("\n".join(names))
     return [str(folder / name) for name in marker.read_text().splitlines()]

@@ -95,7 +95,7 @@ def test_notebook_runs_on_a_fresh_kernel(name, kernel_path, data_dir, monkeypatc
         assert "Dask dashboard:" in text and "'status': 'finished'" in text
     elif name == "04_library":
         # three groups of four copies; the unrelated pictures in none
-        assert "3 groups: [4, 4, 4]" in text and "holiday" in text and "Best of" in text
+        assert "3 groups: [4, 4, 4]" in text and "holiday" in text and "Best of" in text, text
         rows = [o["data"]["text/html"] for o in _outputs(notebook, "text/html")
                 if "group " in o["data"].get("text/html", "")]
         assert len(rows) == 3 and all(row.count("data:image/webp;base64,") == 4 for row in rows)
