@@ -33,6 +33,7 @@ from cluster.storage.scrub import SCRUBBED
 from cluster.storage.stores import Store, open_stores
 from cluster.tasks import Job
 from cluster.worker_plugin import MediafarmWorkerPlugin, clamd_verdict
+from pipelines.outcome import Failed
 from pipelines.recipe import DEFAULT_RECIPE, INDEX_RECIPE, Recipe, recipe_from_dict
 from pipelines.upload.scan import ClamdScanner
 from pipelines.vips import tool_versions
@@ -335,9 +336,19 @@ class Farm:
             if progress:
                 progress(run.counts["checked"] + run.counts["check_failed"], None, run.counts)
 
-        bounded(self.client, scrubbing.check, run.batches(batch_size or DEFAULT_BATCH_SIZE),
-                self.settings, settle=settle, max_in_flight=max_in_flight)
-        run.orphans()
+        try:
+            bounded(self.client, scrubbing.check, run.batches(batch_size or DEFAULT_BATCH_SIZE),
+                    self.settings, settle=settle, max_in_flight=max_in_flight)
+            run.orphans()
+            self._remake(run)
+            return run.finish({} if dry_run else self._clean_up(run, cleanup, orphan_grace_s))
+        except BaseException:
+            run.abandon()
+            raise
+
+    def _remake(self, run: scrubbing.Scrub) -> None:
+        """Run the assets whose renditions a scrub lost again, from their originals, with
+        their recipes: only the lost renditions are made (the rest are reused)."""
         remakes = run.remakes()
         for recipe_id in sorted({r.recipe_id for r in remakes}):
             group = [r for r in remakes if r.recipe_id == recipe_id]
@@ -349,12 +360,22 @@ class Farm:
             except Exception:  # noqa: BLE001 - its findings say repair_failed
                 log.exception("a scrub's repairs with recipe %s failed", recipe_id)
         run.remade(self.catalog.assets([r.asset_id for r in remakes]))
+
+    def _clean_up(self, run: scrubbing.Scrub, cleanup: Callable[[], dict[str, int]] | None,
+                  staging_s: float) -> dict[str, int]:
+        """The upload clean-up and the staging sweeps, counted; a failure is a finding."""
         cleaned: dict[str, int] = {}
-        if not dry_run:
+        try:
             cleaned = {f"uploads_{k}": v for k, v in (cleanup() if cleanup else {}).items()}
-            cleaned["staging_removed"] = sum(self.stores[name].sweep_staging(orphan_grace_s)
-                                             for name in ("originals", "quarantine"))
-        return run.finish(cleaned)
+        except Exception as exc:  # noqa: BLE001 - the next run tries again
+            run.failed("buffer", f"the upload clean-up failed: {type(exc).__name__}: {exc}")
+        for name in ("originals", "quarantine"):
+            try:
+                cleaned["staging_removed"] = (cleaned.get("staging_removed", 0)
+                                              + self.stores[name].sweep_staging(staging_s))
+            except Failed as exc:
+                run.failed(name, f"sweeping its staging area failed: {exc.message}")
+        return cleaned
 
     def export(self, url: str, storage_options: dict | None = None, **options) -> dict:
         """Write what changed in the catalog since the last export to ``url`` as Parquet.

@@ -32,6 +32,7 @@ from catalog.repository import Catalog, utcnow
 from catalog.scrubs import Finding, Remake, Target, Uses, Window
 from cluster.config import Settings
 from cluster.storage.stores import Store, open_stores, store_named
+from pipelines.outcome import Failed
 
 SCRUBBED = ("originals", "renditions")
 
@@ -81,6 +82,7 @@ class Scrub:
         self.counts: Counter = Counter()
         self.findings: list[Finding] = []
         self.walked, self.last = 0, None  # objects walked, and the last one's digest
+        self.unchecked = 0  # objects of partitions that failed
         self._repairs: list[tuple[Finding, Uses]] = []
         self._bad_originals: set[str] = set()
         if not dry_run:
@@ -100,11 +102,11 @@ class Scrub:
     def settle(self, batch: list[Target], outcomes: list[dict] | BaseException) -> None:
         """One partition's outcomes (or why it could not be checked), acted on at once."""
         if isinstance(outcomes, BaseException):
-            self.counts["check_failed"] += len(batch)
-            self._found(Finding(batch[0].store, None, None, "check_failed", "none",
-                                f"{len(batch)} objects from {batch[0].sha256[:12]} to "
-                                f"{batch[-1].sha256[:12]} were not checked: "
-                                f"{type(outcomes).__name__}: {outcomes}; the next run checks them"))
+            self.unchecked += len(batch)
+            self.failed(batch[0].store, f"{len(batch)} objects from {batch[0].sha256[:12]} to "
+                                        f"{batch[-1].sha256[:12]} were not checked: "
+                                        f"{type(outcomes).__name__}: {outcomes}; the next run "
+                                        "checks them")
             return
         whole = []
         for found in outcomes:
@@ -153,29 +155,38 @@ class Scrub:
     def remakes(self) -> list[Remake]:
         """Clear the way for the lost renditions (corrupt objects and their rows go) and
         say which assets to run again; in a dry run, only say what would be done."""
-        originals = store_named(self.stores, "originals")
         wanted: dict[str, Remake] = {}
         for finding, uses in self._repairs:
             if not uses.remakes:
                 finding.message += ("; no ready asset shows it, so it is not made again "
                                     "(a GC removes it with what it was made for)")
-                continue
-            lost = sorted({r.sha256 for r in uses.remakes
-                           if r.sha256 in self._bad_originals or not originals.exists(r.sha256)})
-            if lost:
-                finding.action = "repair_failed"
-                finding.message += (f"; not made again: its original {lost[0]} is missing or "
-                                    "corrupt too")
-                continue
-            if self.dry_run:
+            elif self.dry_run:
                 finding.message += "; a run would make it again from its original"
-                continue
-            store = store_named(self.stores, finding.store)
-            if store.hash(finding.sha256) not in (None, finding.sha256):
-                store.delete(finding.sha256)
-            scrubs.drop_renditions(self.engine, finding.sha256)
-            wanted.update((r.asset_id, r) for r in uses.remakes)
+            else:
+                try:
+                    blocked = self._clear(finding, uses)
+                except Failed as exc:
+                    blocked = f"a store failed: {exc.message}"
+                if blocked:
+                    finding.action = "repair_failed"
+                    finding.message += f"; not made again: {blocked}"
+                    self.counts["repair_failed"] += 1
+                else:
+                    wanted.update((r.asset_id, r) for r in uses.remakes)
         return list(wanted.values())
+
+    def _clear(self, finding: Finding, uses: Uses) -> str | None:
+        """Delete a corrupt object and the rows naming it; why not, if it must stay."""
+        originals = store_named(self.stores, "originals")
+        lost = sorted({r.sha256 for r in uses.remakes
+                       if r.sha256 in self._bad_originals or not originals.exists(r.sha256)})
+        if lost:
+            return f"its original {lost[0]} is missing or corrupt too"
+        store = store_named(self.stores, finding.store)
+        if store.hash(finding.sha256) not in (None, finding.sha256):
+            store.delete(finding.sha256)
+        scrubs.drop_renditions(self.engine, finding.sha256)
+        return None
 
     def remade(self, statuses: Mapping[str, dict]) -> None:
         """After the assets ran again (``statuses``: each one's catalog row): which lost
@@ -183,8 +194,11 @@ class Scrub:
         for finding, uses in self._repairs:
             if self.dry_run or finding.action != "none" or not uses.remakes:
                 continue
-            pairs = {(r.sha256, r.recipe_id) for r in uses.remakes}
-            rows = [row for row in uses.rows if (row[0], row[1]) in pairs]
+            # Under the recipe its asset now has: the same, unless the tools changed since.
+            now_by_pair = {(r.sha256, r.recipe_id): statuses.get(r.asset_id, {}).get(
+                "recipe_id") or r.recipe_id for r in uses.remakes}
+            rows = [(source, now_by_pair[source, recipe], preset)
+                    for source, recipe, preset in uses.rows if (source, recipe) in now_by_pair]
             back = scrubs.remade(self.engine, rows)
             if len(back) == len(rows):
                 finding.action = "repaired"
@@ -210,12 +224,16 @@ class Scrub:
         cutoff = utcnow() - timedelta(seconds=self.grace_s)
         for name in self.scrubbed:
             store, found = store_named(self.stores, name), []
-            for shard in shards(self.window):
-                digests = [d for d in store.shard_digests(shard) if self.window.holds(d)]
-                rowless = sorted(set(digests) - scrubs.named(self.engine, digests))
-                if rowless:
-                    found += rowless
-                    self._orphans(name, store, rowless, cutoff)
+            try:
+                for shard in shards(self.window):
+                    digests = [d for d in store.shard_digests(shard) if self.window.holds(d)]
+                    rowless = sorted(set(digests) - scrubs.named(self.engine, digests))
+                    if rowless:
+                        found += rowless
+                        self._orphans(name, store, rowless, cutoff)
+            except Failed as exc:  # the store is down: its sightings stay for the next run
+                self.failed(name, f"listing the {name} store for orphans failed: {exc.message}")
+                continue
             if not self.dry_run:
                 scrubs.forget(self.engine, name, self.window, found)
 
@@ -235,10 +253,22 @@ class Scrub:
 
     # -- the record ---------------------------------------------------------------------------
 
+    def failed(self, store: str, message: str) -> None:
+        """A part of the run that could not be done (the next run does it)."""
+        self._found(Finding(store, None, None, "check_failed", "none", message))
+
+    def abandon(self) -> None:
+        """The run was cut off (the cluster lost, an interrupt): say so in its record."""
+        if not self.dry_run:
+            scrubs.finish_run(self.engine, self.run_id, "failed", dict(self.counts), None,
+                              self.findings, utcnow())
+
     def finish(self, cleaned: Mapping[str, int]) -> dict:
         """Record the run (unless dry) and return its report."""
         self.counts.update({k: v for k, v in cleaned.items() if v})
         failed = self.counts["check_failed"] > 0
+        if self.unchecked:
+            self.counts["unchecked"] = self.unchecked
         cursor = None
         if (self.options["sample"] or self.limit) and not failed:
             window = self.window.as_dict()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,12 +18,13 @@ from sqlalchemy import func, select
 from catalog import scrubs
 from catalog.models import Asset, ScrubFinding, ScrubRun, ScrubSighting, StageRun, TusUpload
 from cluster.cli.samples import scene
+from cluster.config import StoreConfig
 from cluster.farm import Farm
 from cluster.http import tus_store
 from pipelines.recipe import Preset, Recipe
 from tests.conftest import make_settings, s3_store
 from tests.services.api_server import settings_env
-from tests.services.cli import mediafarm
+from tests.services.cli import free_port, mediafarm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -215,3 +217,28 @@ def test_a_sampled_run_checks_its_fraction_and_the_next_goes_on(tmp_path, pg_url
     assert sum(h["counts"]["checked"] for h in halves) == len(everything)
     assert sum(h["counts"].get("repaired", 0) for h in halves) == 1
     assert renditions.exists(_rendition(farm.results([results[0]["id"]])[0], "thumb"))
+
+
+def test_a_store_outage_fails_the_partition_and_the_next_run_checks_it(tmp_path, pg_url, clamd,
+                                                                      dask_client):
+    settings = make_settings(tmp_path / "data", pg_url, clamd.url)
+    with Farm(settings, client=dask_client) as farm:
+        [photo] = _ingest(farm, tmp_path / "photos", 1)
+    # The renditions store answers no more (a closed port), and gives up after a second.
+    dead = StoreConfig("s3://gone/renditions", {
+        "key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"}})
+    down = replace(settings, stores={**settings.stores, "renditions": dead}, storage_retry_s=1.0)
+    workers = set(dask_client.scheduler_info()["workers"])
+    with Farm(down, client=dask_client) as farm:
+        cut = farm.scrub(limit=100)
+    kinds = [f["kind"] for f in _problems(cut)]
+    assert kinds and set(kinds) == {"check_failed"}, cut
+    assert all(f["needs_person"] for f in cut["findings"])
+    assert cut["counts"]["unchecked"] == 3 and cut["cursor"] is None
+    assert set(dask_client.scheduler_info()["workers"]) == workers  # no worker died
+
+    with Farm(settings, client=dask_client) as farm:
+        again = farm.scrub(limit=100)
+        assert again["options"]["window"] == cut["options"]["window"]  # from the same place
+        assert _problems(again) == [] and again["counts"].get("unchecked") is None
+        _whole(farm, [photo["id"]])
