@@ -7,25 +7,14 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
-from catalog import Catalog, scrubs
+from catalog import scrubs
 from catalog.models import ScrubFinding, ScrubRun
 from catalog.repository import utcnow
 from cluster import gc
 from cluster.storage.stores import Store
-from tests.conftest import make_settings
-from tests.integration.test_gc import ingest
-
-
-@pytest.fixture
-def farm(tmp_path, catalog_url):
-    settings = make_settings(tmp_path, catalog_url, "tcp://127.0.0.1:1")
-    stores = {name: Store(name, config) for name, config in settings.stores.items()}
-    catalog = Catalog(catalog_url)
-    catalog.ensure_recipe("r1", "r1", {})
-    return catalog, stores
+from tests.integration.test_gc import farm, ingest  # noqa: F401 - farm: the GC tests' fixture
 
 
 def _orphan(store: Store, data: bytes) -> str:
