@@ -26,7 +26,8 @@ from datetime import datetime
 import fsspec
 from sqlalchemy import Engine, and_, delete, exists, or_, select, update
 
-from catalog.models import (Asset, AssetVersion, Blob, Recipe, Rendition, ScrubFinding,
+from catalog import gc
+from catalog.models import (Asset, Blob, GcMark, Recipe, Rendition, ScrubFinding,
                             ScrubRun, ScrubSighting, StageRun)
 from catalog.repository import Catalog, StageRecord
 
@@ -79,8 +80,9 @@ class Target:
 
 def targets(engine: Engine, window: Window, stores: Sequence[str], batch_size: int = 500,
             limit: int | None = None) -> Iterator[list[Target]]:
-    """Blobs in ``stores`` and the window that an asset has as its original or a rendition
-    row as its output (the rest are GC's), in batches, in walk order; at most ``limit``."""
+    """The blobs recorded in ``stores`` whose digests fall in the window, bar those GC has
+    marked, in batches, in walk order (the primary key's); at most ``limit``. Who an object concerns is looked up
+    only for those found wrong (``original_assets``, ``rendition_uses``)."""
     left = limit
     for lower, upper in window.ranges():
         after = None
@@ -101,9 +103,7 @@ def _page(engine: Engine, stores: Sequence[str], lower: str, upper: str | None,
           after: str | None, size: int) -> list:
     query = (select(Blob.sha256, Blob.store)
              .where(Blob.store.in_(list(stores)), Blob.sha256 >= lower,
-                    or_(exists().where(Asset.sha256 == Blob.sha256),
-                        exists().where(AssetVersion.blob_sha256 == Blob.sha256),
-                        exists().where(Rendition.output_sha256 == Blob.sha256)))
+                    ~exists().where(GcMark.sha256 == Blob.sha256))  # GC's, about to go
              .order_by(Blob.sha256).limit(size))
     if upper is not None:
         query = query.where(Blob.sha256 < upper)
@@ -168,6 +168,14 @@ def rendition_uses(engine: Engine, digest: str) -> Uses:
     return uses
 
 
+def retire(engine: Engine, digests: Sequence[str], now: datetime) -> list[str]:
+    """Hand the blobs of these lost objects that nothing references to GC (``catalog.gc``:
+    marked now, swept by a GC run after its grace period); the scrub walks past them."""
+    unwanted = gc.unreferenced(engine, digests)
+    gc.mark(engine, unwanted, now)
+    return unwanted
+
+
 def drop_renditions(engine: Engine, digest: str) -> int:
     """Delete the rendition rows whose output is ``digest``, so the next run of their assets
     makes them again rather than reusing them (``Catalog.renditions_by_preset``)."""
@@ -225,14 +233,13 @@ def clear_marks(engine: Engine, digests: Sequence[str], now: datetime) -> int:
 # -- orphans ------------------------------------------------------------------------------------
 
 def named(engine: Engine, digests: Iterable[str]) -> set[str]:
-    """Which of these digests a blob or rendition row names."""
+    """Which of these digests a row names: a blob row, which every rendition's output has
+    too (``renditions.output_sha256`` is a foreign key to ``blobs``)."""
     wanted, found = sorted(set(digests)), set()
     with engine.connect() as conn:
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            found.update(conn.execute(select(Blob.sha256).where(Blob.sha256.in_(chunk))).scalars())
-            found.update(conn.execute(select(Rendition.output_sha256)
-                                      .where(Rendition.output_sha256.in_(chunk))).scalars())
+            found.update(conn.execute(select(Blob.sha256).where(
+                Blob.sha256.in_(wanted[start:start + 500]))).scalars())
     return found
 
 
@@ -271,9 +278,7 @@ def remove_orphan(engine: Engine, store: str, digest: str, cutoff: datetime,
         taken = conn.execute(delete(ScrubSighting.__table__).where(
             ScrubSighting.store == store, ScrubSighting.sha256 == digest,
             ScrubSighting.first_seen_at <= cutoff)).rowcount
-        if not taken or conn.execute(select(
-                exists().where(Blob.sha256 == digest)
-                | exists().where(Rendition.output_sha256 == digest))).scalar():
+        if not taken or conn.execute(select(exists().where(Blob.sha256 == digest))).scalar():
             return False
         remove()
     return True
@@ -296,7 +301,9 @@ class Finding:
 
     @property
     def needs_person(self) -> bool:
-        return self.kind in NEEDS_PERSON or self.action == "repair_failed"
+        """A lost original some asset has, a failed repair, a part not checked."""
+        return (self.kind in NEEDS_PERSON and (bool(self.assets) or self.kind == "check_failed")
+                or self.action == "repair_failed")
 
 
 def last_cursor(engine: Engine) -> str | None:

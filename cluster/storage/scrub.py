@@ -12,7 +12,11 @@ objects and who they concern, is ``catalog.scrubs``):
 - an original missing or corrupt: reported, and each of its assets marked with a failed
   ``scrub`` stage row (``original_missing``/``original_corrupt``). Its status stays: the
   renditions are whole and still served, and nothing can make the original again; a
-  later scrub that finds it whole (restored from a backup) turns the mark ``ok``;
+  later scrub that finds it whole (restored from a backup) turns the mark ``ok``. An
+  original a re-scan moved to the quarantine store is where it should be;
+- an object whose blob row no asset or rendition names any more is GC's: reported when
+  lost, never mended, marked for GC (``catalog.gc``) and walked past until it goes; so is
+  the blob of a rendition made again with other bytes;
 - an object no row names (an orphan): listed with when first seen; removed by a later
   run once seen longer ago than the grace period and still unnamed;
 - a partition that could not be checked (a store outage past its retry budget):
@@ -45,6 +49,9 @@ def check(batch: list[Target], settings: Settings) -> list[dict]:
     for target in batch:
         actual = store_named(stores, target.store).hash(target.sha256)
         outcome = "ok" if actual == target.sha256 else "missing" if actual is None else "corrupt"
+        if outcome == "missing" and target.original and "quarantine" in stores \
+                and stores["quarantine"].exists(target.sha256):
+            outcome = "quarantined"  # a re-scan found it infected and moved it: as it should be
         outcomes.append({"target": target, "outcome": outcome, "actual": actual})
     return outcomes
 
@@ -112,9 +119,9 @@ class Scrub:
         for found in outcomes:
             target, outcome = found["target"], found["outcome"]
             self.counts["checked"] += 1
-            if outcome == "ok":
-                self.counts["ok"] += 1
-                whole += [target.sha256] if target.original else []
+            if outcome in ("ok", "quarantined"):
+                self.counts[outcome] += 1
+                whole += [target.sha256] if outcome == "ok" and target.original else []
             elif target.original:
                 self._bad_original(target, outcome, found["actual"])
             else:
@@ -128,12 +135,17 @@ class Scrub:
         reason = f"original_{outcome}"
         message = (f"its original {target.sha256} is {_what(outcome, actual)} in the "
                    f"{target.store} store; its renditions are kept and served, and nothing can "
-                   "make it again: restore it from a backup (or delete the asset)")
+                   "make it again: restore it from a backup (or delete the asset)" if assets
+                   else f"the original {target.sha256} is {_what(outcome, actual)} in the "
+                   f"{target.store} store; no asset has it now")
+        finding = Finding(target.store, target.sha256, self._key(target), reason,
+                          "marked" if assets and not self.dry_run else "none", message,
+                          [a for a, _ in assets])
         if not self.dry_run:
             scrubs.mark(self.catalog, assets, reason, message, utcnow(), self.worker)
-        self._found(Finding(target.store, target.sha256, self._key(target), reason,
-                            "none" if self.dry_run else "marked", message,
-                            [a for a, _ in assets]))
+        if not assets:
+            self._retire(finding)
+        self._found(finding)
 
     def _bad_rendition(self, target: Target, outcome: str, actual: str | None) -> None:
         uses = scrubs.rendition_uses(self.engine, target.sha256)
@@ -142,6 +154,11 @@ class Scrub:
                           uses.assets)
         self._repairs.append((finding, uses))
         self._found(finding)
+
+    def _retire(self, finding: Finding) -> None:
+        """A lost object's blob that nothing references goes to GC (marked, unless dry)."""
+        if not self.dry_run and scrubs.retire(self.engine, [finding.sha256], utcnow()):
+            finding.message += "; its blob row, which nothing references, is left to GC"
 
     def _key(self, target: Target) -> str:
         return store_named(self.stores, target.store).url_for(target.sha256)
@@ -158,8 +175,8 @@ class Scrub:
         wanted: dict[str, Remake] = {}
         for finding, uses in self._repairs:
             if not uses.remakes:
-                finding.message += ("; no ready asset shows it, so it is not made again "
-                                    "(a GC removes it with what it was made for)")
+                finding.message += "; no ready asset shows it, so it is not made again"
+                self._retire(finding)
             elif self.dry_run:
                 finding.message += "; a run would make it again from its original"
             else:
@@ -207,6 +224,8 @@ class Scrub:
                                     if now != [finding.sha256] else
                                     "; made again from its original, the same bytes")
                 self.counts["repaired"] += 1
+                if finding.sha256 not in now:  # new bytes: the old blob row names nothing
+                    self._retire(finding)
             else:
                 finding.action = "repair_failed"
                 ended = [f"{a} {s.get('status')}: {s.get('message')}"

@@ -114,6 +114,9 @@ def test_a_lost_original_is_reported_and_marked_through_the_command(tmp_path, pg
         originals = farm.stores["originals"]
         assert originals.delete(gone["sha256"])
         originals.fs.pipe_file(originals.key(spoilt["sha256"]), b"bit rot")
+        # As a re-scan leaves an infected original: in quarantine, where it should be.
+        farm.stores["quarantine"].put(kept["sha256"], originals.get(kept["sha256"]))
+        originals.delete(kept["sha256"])
         # An upload its client gave up on, past its expiry: the scrub's clean-up drops it.
         tus_store.create(farm.catalog.engine, farm.stores["buffer"], "lee", 100, {}, -60)
 
@@ -129,7 +132,7 @@ def test_a_lost_original_is_reported_and_marked_through_the_command(tmp_path, pg
     assert problems["original_corrupt"]["assets"] == [spoilt["id"]]
     assert {f["action"] for f in problems.values()} == {"marked"}
     assert all(f["needs_person"] for f in problems.values())
-    assert report["counts"]["uploads_tus_expired"] == 1
+    assert report["counts"]["uploads_tus_expired"] == 1 and report["counts"]["quarantined"] == 1
 
     table = pq.read_table(parquet).to_pylist()
     assert sorted((r["kind"], r["asset_ids"][0], r["run_id"]) for r in table) == sorted(

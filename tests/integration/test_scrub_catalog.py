@@ -75,3 +75,20 @@ def test_an_erasure_takes_the_owner_s_scrub_findings(farm):
         left = conn.execute(select(ScrubFinding.asset_id)).scalars().all()
         run = conn.execute(select(ScrubRun.counts)).scalar_one()
     assert left == ["b1"] and run == {"repaired": 1}
+
+
+def test_a_window_walks_the_blobs_of_the_stores_asked_for(farm):
+    catalog, stores = farm
+    made = [ingest(catalog, stores, f"a{i}", "alice", f"picture {i}".encode()) for i in range(4)]
+    originals = sorted(m["sha"] for m in made)
+    renditions = sorted(m["thumb"] for m in made)
+    whole = [t for batch in scrubs.targets(catalog.engine, scrubs.Window(), ["originals"], 3)
+             for t in batch]
+    assert [t.sha256 for t in whole] == originals and all(t.original for t in whole)
+    start = int(renditions[2][:16], 16)
+    both = [t.sha256 for batch in scrubs.targets(catalog.engine, scrubs.Window(start),
+                                                  ["originals", "renditions"], 2, limit=5)
+            for t in batch]
+    walk = sorted(originals + renditions)
+    at = walk.index(renditions[2])
+    assert both == (walk[at:] + walk[:at])[:5]  # from the cursor, wrapping, five at most
