@@ -104,6 +104,13 @@ class Scrub:
             self.last = batch[-1].sha256
             yield batch
 
+    def covered(self) -> Window:
+        """The part of the window this run walks: up to just past the last object, where
+        its limit cut it short."""
+        if self.limit is None or self.walked < self.limit or self.last is None:
+            return self.window
+        return Window(self.window.start, (int(self.last[:16], 16) + 1) % scrubs.POSITIONS)
+
     # -- hearing the checks -------------------------------------------------------------------
 
     def settle(self, batch: list[Target], outcomes: list[dict] | BaseException) -> None:
@@ -241,11 +248,12 @@ class Scrub:
         """List each scrubbed store's objects in the window that no row names; remove those
         a run before this one saw, longer ago than the grace period."""
         cutoff = utcnow() - timedelta(seconds=self.grace_s)
+        window = self.covered()
         for name in self.scrubbed:
             store, found = store_named(self.stores, name), []
             try:
-                for shard in shards(self.window):
-                    digests = [d for d in store.shard_digests(shard) if self.window.holds(d)]
+                for shard in shards(window):
+                    digests = [d for d in store.shard_digests(shard) if window.holds(d)]
                     rowless = sorted(set(digests) - scrubs.named(self.engine, digests))
                     if rowless:
                         found += rowless
@@ -254,7 +262,7 @@ class Scrub:
                 self.failed(name, f"listing the {name} store for orphans failed: {exc.message}")
                 continue
             if not self.dry_run:
-                scrubs.forget(self.engine, name, self.window, found)
+                scrubs.forget(self.engine, name, window, found)
 
     def _orphans(self, name: str, store: Store, digests: list[str], cutoff) -> None:
         now = utcnow()
@@ -290,10 +298,8 @@ class Scrub:
             self.counts["unchecked"] = self.unchecked
         cursor = None
         if (self.options["sample"] or self.limit) and not failed:
-            window = self.window.as_dict()
-            cut_short = self.limit is not None and self.walked >= self.limit and self.last
-            cursor = (f"{(int(self.last[:16], 16) + 1) % scrubs.POSITIONS:016x}" if cut_short
-                      else window["end"] or window["start"])
+            covered = self.covered().as_dict()
+            cursor = covered["end"] or covered["start"]
         finished = utcnow()
         if not self.dry_run:
             scrubs.finish_run(self.engine, self.run_id, "finished", dict(self.counts), cursor,

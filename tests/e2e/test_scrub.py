@@ -211,6 +211,10 @@ def test_a_sampled_run_checks_its_fraction_and_the_next_goes_on(tmp_path, pg_url
         assert farm.scrub(sample=0.5, dry_run=True)["options"]["window"] == dry["options"]["window"]
 
         halves = [farm.scrub(sample=0.5) for _ in range(2)]
+        fives = [farm.scrub(limit=5) for _ in range(2)]
+    assert [f["counts"]["checked"] for f in fives] == [5, 5]
+    assert fives[0]["options"]["window"]["start"] == halves[1]["cursor"]
+    assert fives[1]["options"]["window"]["start"] == fives[0]["cursor"]
     windows = [scrubs.Window(int(h["options"]["window"]["start"], 16),
                              int(h["options"]["window"]["end"], 16)) for h in halves]
     assert halves[0]["cursor"] == halves[1]["options"]["window"]["start"]
