@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from cluster.cli.samples import scene
 from cluster.config import StoreConfig
 from cluster.farm import Farm
 from cluster.http import tus_store
-from pipelines.recipe import Preset, Recipe
+from pipelines.recipe import Preset, Recipe, VideoPreset
 from tests.conftest import make_settings, s3_store
 from tests.services.api_server import settings_env
 from tests.services.cli import free_port, mediafarm
@@ -249,3 +250,33 @@ def test_a_store_outage_fails_the_partition_and_the_next_run_checks_it(tmp_path,
         assert again["options"]["window"] == cut["options"]["window"]  # from the same place
         assert _problems(again) == [] and again["counts"].get("unchecked") is None
         _whole(farm, [photo["id"]])
+
+
+def test_a_lost_video_rendition_is_made_again(tmp_path, pg_url, clamd, dask_client):
+    folder = tmp_path / "media"
+    folder.mkdir()
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=25", "-t", "1", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p", "-g", "25", str(folder / "clip.mp4")], check=True)
+    recipe = Recipe("scrub-video", (Preset("thumb", 64, 64, fit="cover"),),
+                    video=(VideoPreset("h264", heights=(120,), speed="ultrafast", hls=True),))
+    settings = make_settings(tmp_path / "data", pg_url, clamd.url)
+    with Farm(settings, client=dask_client) as farm:
+        [clip] = farm.ingest([str(folder / "clip.mp4")], recipe).wait()
+        assert clip["status"] == "ready", clip
+        renditions = farm.stores["renditions"]
+        rungs = [r for r in clip["renditions"] if r["format"] == "mp4"]
+        assert rungs, clip["renditions"]
+        renditions.fs.pipe_file(renditions.key(rungs[0]["sha256"]), b"not a video any more")
+
+        report = farm.scrub()
+        assert [(f["kind"], f["action"]) for f in _problems(report)] == [
+            ("rendition_corrupt", "repaired")], report
+        [after] = farm.results([clip["id"]])
+        assert after["status"] == "ready"
+        assert sorted(r["preset"] for r in after["renditions"]) == sorted(
+            r["preset"] for r in clip["renditions"])
+        for rendition in after["renditions"]:
+            if rendition["url"] == renditions.url_for(rendition["sha256"]):  # not a package
+                assert sha(renditions.get(rendition["sha256"])) == rendition["sha256"]
+        assert _problems(farm.scrub()) == []
