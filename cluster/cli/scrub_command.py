@@ -12,6 +12,8 @@ from typing import TextIO
 from cluster.cli.gc_command import DEFAULT_GRACE_S
 from cluster.cli.options import positive
 
+SCRUBBED = ("originals", "renditions")  # cluster.storage.scrub's; not imported (--help stays quick)
+
 
 def run_scrub(args: argparse.Namespace) -> int:
     """Exit 0 when every object checked was whole or was mended; 1 when one needs a person
@@ -62,6 +64,16 @@ def fraction(text: str) -> float:
     return value
 
 
+def store_names(text: str) -> list[str]:
+    """argparse type: comma-separated names of the stores a scrub checks."""
+    names = [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(SCRUBBED))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"the scrub checks {', '.join(SCRUBBED)}, "
+                                         f"not {', '.join(unknown) or 'nothing'}")
+    return names
+
+
 def add_parsers(commands) -> None:
     scrub = commands.add_parser(
         "scrub", help="hash stored objects against their keys; make lost renditions again, "
@@ -71,8 +83,7 @@ def add_parsers(commands) -> None:
                             "sampled run stopped (default: all)")
     scrub.add_argument("--limit", type=positive, metavar="N",
                        help="check at most N objects, going on where the last run stopped")
-    scrub.add_argument("--stores", type=lambda text: text.split(","),
-                       default=["originals", "renditions"], metavar="NAMES",
+    scrub.add_argument("--stores", type=store_names, default=list(SCRUBBED), metavar="NAMES",
                        help="which stores, comma-separated (default: originals,renditions)")
     scrub.add_argument("--orphan-grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
                        help="remove an object no row names once a run this long before saw "
