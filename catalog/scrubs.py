@@ -132,6 +132,7 @@ class Remake:
     asset_id: str
     owner: str
     source_uri: str
+    fingerprint: str | None  # kept, so that taking the source in again sees it unchanged
     sha256: str
     recipe_id: str
     recipe: dict
@@ -155,7 +156,8 @@ def rendition_uses(engine: Engine, digest: str) -> Uses:
             .where(Rendition.output_sha256 == digest).order_by(Rendition.source_sha256))]
         for source, recipe_id in sorted({(s, r) for s, r, _ in uses.rows}):
             assets = conn.execute(
-                select(Asset.id, Asset.owner, Asset.source_uri, Recipe.definition)
+                select(Asset.id, Asset.owner, Asset.source_uri, Asset.source_fingerprint,
+                       Recipe.definition)
                 .join(Recipe, Recipe.id == Asset.recipe_id)
                 .where(Asset.sha256 == source, Asset.recipe_id == recipe_id,
                        Asset.status == "ready", Asset.deleted_at.is_(None))
@@ -163,8 +165,9 @@ def rendition_uses(engine: Engine, digest: str) -> Uses:
             uses.assets += [a.id for a in assets]
             if assets:
                 first = assets[0]
-                uses.remakes.append(Remake(first.id, first.owner, first.source_uri, source,
-                                           recipe_id, first.definition))
+                uses.remakes.append(Remake(first.id, first.owner, first.source_uri,
+                                           first.source_fingerprint, source, recipe_id,
+                                           first.definition))
     return uses
 
 

@@ -352,7 +352,8 @@ class Farm:
         remakes = run.remakes()
         for recipe_id in sorted({r.recipe_id for r in remakes}):
             group = [r for r in remakes if r.recipe_id == recipe_id]
-            listed = [AssetRequest(r.asset_id, r.owner, r.source_uri, None) for r in group]
+            listed = [AssetRequest(r.asset_id, r.owner, r.source_uri, r.fingerprint)
+                      for r in group]
             try:
                 self.backfill(Manifest(f"scrub:{run.run_id}", None, listed=listed),
                               recipe_from_dict(group[0].recipe), kind="scrub",

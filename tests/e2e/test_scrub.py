@@ -84,6 +84,9 @@ def test_a_deleted_and_a_corrupted_rendition_are_made_again(farm, tmp_path):
     assert renditions.delete(deleted)
     renditions.fs.pipe_file(renditions.key(corrupted), b"not the bytes it was")
 
+    ids = [first["id"], second["id"], third["id"]]
+    fingerprints = {a: row["source_fingerprint"] for a, row in farm.catalog.assets(ids).items()}
+
     report = farm.scrub()
     problems = {f["kind"]: f for f in _problems(report)}
     assert sorted(problems) == ["rendition_corrupt", "rendition_missing"], report
@@ -92,8 +95,10 @@ def test_a_deleted_and_a_corrupted_rendition_are_made_again(farm, tmp_path):
     assert problems["rendition_corrupt"]["sha256"] == corrupted
     assert {f["action"] for f in problems.values()} == {"repaired"}, report
     assert report["counts"]["repaired"] == 2 and report["counts"]["checked"] == 9
-    ids = [first["id"], second["id"], third["id"]]
     _whole(farm, ids)
+    # Made again from the stored originals, the sources still known unchanged.
+    assert {a: row["source_fingerprint"] for a, row in farm.catalog.assets(ids).items()} \
+        == fingerprints and all(fingerprints.values())
 
     with farm.catalog.engine.connect() as conn:
         run = conn.execute(select(ScrubRun).where(ScrubRun.id == report["run_id"])).one()
