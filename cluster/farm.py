@@ -334,7 +334,7 @@ class Farm:
         def settle(batch: list, outcomes: list[dict] | Exception) -> None:
             run.settle(batch, outcomes)
             if progress:
-                progress(run.counts["checked"] + run.counts["check_failed"], None, run.counts)
+                progress(run.counts["checked"] + run.unchecked, None, run.counts)
 
         try:
             bounded(self.client, scrubbing.check, run.batches(batch_size or DEFAULT_BATCH_SIZE),

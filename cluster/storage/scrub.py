@@ -117,10 +117,10 @@ class Scrub:
         """One partition's outcomes (or why it could not be checked), acted on at once."""
         if isinstance(outcomes, BaseException):
             self.unchecked += len(batch)
-            self.failed(batch[0].store, f"{len(batch)} objects from {batch[0].sha256[:12]} to "
-                                        f"{batch[-1].sha256[:12]} were not checked: "
-                                        f"{type(outcomes).__name__}: {outcomes}; the next run "
-                                        "checks them")
+            self.failed(",".join(sorted({t.store for t in batch})),
+                        f"{len(batch)} objects from {batch[0].sha256[:12]} to "
+                        f"{batch[-1].sha256[:12]} were not checked: "
+                        f"{type(outcomes).__name__}: {outcomes}; the next run checks them")
             return
         whole = []
         for found in outcomes:

@@ -158,10 +158,12 @@ def test_a_lost_original_is_reported_and_marked_through_the_command(tmp_path, pg
     assert "original_missing" in shown.stdout, shown.stdout + shown.stderr
 
     # The original restored (from a backup): the next scrub clears its asset's mark.
-    with Farm(settings, client=dask_client) as farm:
-        farm.stores["originals"].put_file(gone["sha256"], str(tmp_path / "photos" / "photo-0.jpg"))
-        again = farm.scrub()
-    assert [f["kind"] for f in _problems(again)] == ["original_corrupt"]
+    farm.stores["originals"].put_file(gone["sha256"], str(tmp_path / "photos" / "photo-0.jpg"))
+    again = mediafarm(["scrub", "--scheduler", dask_client.scheduler.address], env, timeout=240)
+    assert again.returncode == 1, again.stderr
+    assert again.stdout.startswith("scrub (run ") and "1 original_corrupt" in again.stdout
+    assert f"original_corrupt marked originals {spoilt['sha256'][:12]}" in again.stdout
+    assert "original_missing" not in again.stdout
     with farm.catalog.engine.connect() as conn:
         assert conn.execute(select(StageRun.status).where(
             StageRun.stage == scrubs.STAGE, StageRun.asset_id == gone["id"])).scalar() == "ok"
