@@ -336,12 +336,6 @@ def finish_run(engine: Engine, run_id: str, status: str, counts: dict, cursor: s
             conn.execute(ScrubFinding.__table__.insert(), rows)
 
 
-def runs(engine: Engine, limit: int = 20) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(
-            select(ScrubRun.__table__).order_by(ScrubRun.started_at.desc()).limit(limit))]
-
-
 def findings(engine: Engine, run_id: str) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(
