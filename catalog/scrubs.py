@@ -25,6 +25,7 @@ from datetime import datetime
 
 import fsspec
 from sqlalchemy import Engine, and_, delete, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from catalog import gc
 from catalog.models import (Asset, Blob, GcMark, Recipe, Rendition, ScrubFinding,
@@ -81,8 +82,9 @@ class Target:
 def targets(engine: Engine, window: Window, stores: Sequence[str], batch_size: int = 500,
             limit: int | None = None) -> Iterator[list[Target]]:
     """The blobs recorded in ``stores`` whose digests fall in the window, bar those GC has
-    marked, in batches, in walk order (the primary key's); at most ``limit``. Who an object concerns is looked up
-    only for those found wrong (``original_assets``, ``rendition_uses``)."""
+    marked, in batches, in walk order (the primary key's); at most ``limit``. Who an
+    object concerns is looked up only for those found wrong (``original_assets``,
+    ``rendition_uses``)."""
     left = limit
     for lower, upper in window.ranges():
         after = None
@@ -254,8 +256,9 @@ def sight(engine: Engine, store: str, digests: Sequence[str], now: datetime,
         seen = dict(conn.execute(select(ScrubSighting.sha256, ScrubSighting.first_seen_at).where(
             ScrubSighting.store == store, ScrubSighting.sha256.in_(list(digests)))).all())
         new = [d for d in digests if d not in seen]
-        if new and not dry_run:
-            conn.execute(ScrubSighting.__table__.insert(),
+        if new and not dry_run:  # a run beside this one may record them too: the first stays
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(dialect.insert(ScrubSighting.__table__).on_conflict_do_nothing(),
                          [{"store": store, "sha256": d, "first_seen_at": now} for d in new])
     return seen
 

@@ -92,3 +92,4 @@ def test_a_window_walks_the_blobs_of_the_stores_asked_for(farm):
     walk = sorted(originals + renditions)
     at = walk.index(renditions[2])
     assert both == (walk[at:] + walk[:at])[:5]  # from the cursor, wrapping, five at most
+
