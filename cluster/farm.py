@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -343,7 +344,8 @@ class Farm:
             self._remake(run)
             return run.finish({} if dry_run else self._clean_up(run, cleanup, orphan_grace_s))
         except BaseException:
-            run.abandon()
+            with contextlib.suppress(Exception):  # the catalog may be what went away
+                run.abandon()
             raise
 
     def _remake(self, run: scrubbing.Scrub) -> None:
