@@ -13,7 +13,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration's revision (tests/unit/test_migrations_head.py holds it to Alembic's
 # head): a catalog already there is not handed to Alembic, whose import and run cost most
 # of a second of every command's start.
-HEAD = "0013"
+HEAD = "0014"
 _EXAMPLES = "postgresql://USER@HOST/DATABASE or sqlite:///PATH (MEDIAFARM_CATALOG_URL, catalog_url)"
 
 

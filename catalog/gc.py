@@ -34,7 +34,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from catalog.models import (Asset, AssetTag, AssetVersion, Blob, CollectionItem, GcMark,
-                            NearDuplicateMember, PerceptualHash, Rendition, StageRun)
+                            NearDuplicateMember, PerceptualHash, Rendition, ScrubFinding,
+                            ScrubSighting, StageRun)
 
 # What a sweep hands the store side to delete: (store name, digest) objects and
 # (store name, folder) prefixes of HLS/DASH packages.
@@ -61,10 +62,12 @@ class Swept:
 
 
 def pin(conn: Connection, digests: Iterable[str]) -> None:
-    """Take these blobs out of any GC run: delete their marks (waits for a sweep holding one)."""
+    """Take these blobs out of any GC run and any scrub's orphan removal: delete their marks
+    and sightings (``catalog.scrubs``; waits for a sweep or removal holding one)."""
     wanted = sorted(set(digests))
     for start in range(0, len(wanted), 500):
-        conn.execute(delete(GcMark.__table__).where(GcMark.sha256.in_(wanted[start:start + 500])))
+        for table in (GcMark, ScrubSighting):
+            conn.execute(delete(table.__table__).where(table.sha256.in_(wanted[start:start + 500])))
 
 
 def purge_assets(conn: Connection, asset_ids: Sequence[str]) -> dict[str, int]:
@@ -74,7 +77,7 @@ def purge_assets(conn: Connection, asset_ids: Sequence[str]) -> dict[str, int]:
     for table, column in ((StageRun, StageRun.asset_id), (AssetVersion, AssetVersion.asset_id),
                           (AssetTag, AssetTag.asset_id), (CollectionItem, CollectionItem.asset_id),
                           (NearDuplicateMember, NearDuplicateMember.asset_id),
-                          (Asset, Asset.id)):
+                          (ScrubFinding, ScrubFinding.asset_id), (Asset, Asset.id)):
         done = 0
         for start in range(0, len(ids), 500):
             done += conn.execute(delete(table.__table__)

@@ -376,3 +376,48 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ScrubRun(Base):
+    """One scrub (``catalog.scrubs``): when, with which options, what it found and did, and
+    where in the digest space a sampled run stopped (``cursor``), so the next goes on from there."""
+
+    __tablename__ = "scrub_runs"
+    __table_args__ = (Index("ix_scrub_runs_started_at", "started_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))  # running, finished, failed
+    options: Mapped[dict] = mapped_column(JSON)
+    counts: Mapped[dict | None] = mapped_column(JSON)
+    cursor: Mapped[str | None] = mapped_column(String(16))
+
+
+class ScrubFinding(Base):
+    """One thing a scrub found wrong with a stored object, and what it did: one row per
+    asset the object concerns (none for an orphan or a failed check)."""
+
+    __tablename__ = "scrub_findings"
+    __table_args__ = (Index("ix_scrub_findings_run", "run_id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(36))
+    store: Mapped[str] = mapped_column(String(40))
+    sha256: Mapped[str | None] = mapped_column(SHA256)
+    key: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(40))
+    asset_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    message: Mapped[str] = mapped_column(Text)
+    found_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ScrubSighting(Base):
+    """An object in a store's content-addressed area that no row named when a scrub first
+    saw it; removed by a later run after the grace period. Like a GC mark, any write that
+    records or references the digest deletes it (``catalog.gc.pin``)."""
+
+    __tablename__ = "scrub_sightings"
+    store: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sha256: Mapped[str] = mapped_column(SHA256, primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -8,11 +8,12 @@ one task and one catalog transaction, and keeps per-asset results.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from typing import Any
 
-from distributed import Future, as_completed
+from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 
 from catalog import Catalog
@@ -28,6 +29,33 @@ BULK_PRIORITY = -10
 # Assets per partition at most, unless the caller sets a size: past a few hundred the
 # scheduler's per-task cost is lost in the noise, and a lost worker costs more to redo.
 DEFAULT_BATCH_SIZE = 200
+
+
+def bounded(client: Client, function: Callable, batches: Iterable[list], *args: Any,
+            settle: Callable[[list, Any], None], max_in_flight: int | None = None) -> None:
+    """Run ``function(batch, *args)`` on the cluster for each batch, at bulk priority, at
+    most ``max_in_flight`` (default: two per worker thread) out at once, so the client
+    holds a bounded amount whatever the walk's size. ``settle(batch, result)`` hears each
+    as it ends; ``result`` is the exception where the task raised."""
+    limit = max_in_flight or 2 * max(1, sum(client.nthreads().values()))
+    in_flight, out = as_completed(), {}
+
+    def settled(future: Future) -> None:
+        batch = out.pop(future.key)
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - the caller says what it means
+            result = exc
+        settle(batch, result)
+
+    for batch in batches:
+        while len(out) >= limit:
+            settled(next(in_flight))
+        future = client.submit(function, batch, *args, priority=BULK_PRIORITY, pure=False)
+        out[future.key] = batch
+        in_flight.add(future)
+    for future in in_flight:
+        settled(future)
 
 
 def partition_size(total: int | None, threads: int, cap: int = DEFAULT_BATCH_SIZE) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -20,17 +21,21 @@ from catalog.repository import AssetRequest
 from cluster import reencode, rescan as rescans, script_workers
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
-from cluster.bulk import BULK_PRIORITY, Item, Partitions, partition_size, run_partition
+from cluster.bulk import (BULK_PRIORITY, DEFAULT_BATCH_SIZE, Item, Partitions, bounded,
+                          partition_size, run_partition)
+from cluster.gc import DEFAULT_GRACE_S
 from cluster.graph import plan_asset, resubmit, stages_for, submit_plan
 from cluster.interrupt import Interrupted, workers_ignore_ctrl_c
 from cluster.manifest import Manifest, of_sources
 from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
                                 worker_deaths)
-from cluster.storage import sources
+from cluster.storage import scrub as scrubbing, sources
+from cluster.storage.scrub import SCRUBBED
 from cluster.storage.stores import Store, open_stores
 from cluster.tasks import Job
 from cluster.worker_plugin import MediafarmWorkerPlugin, clamd_verdict
-from pipelines.recipe import DEFAULT_RECIPE, INDEX_RECIPE, Recipe
+from pipelines.outcome import Failed
+from pipelines.recipe import DEFAULT_RECIPE, INDEX_RECIPE, Recipe, recipe_from_dict
 from pipelines.upload.scan import ClamdScanner
 from pipelines.vips import tool_versions
 
@@ -168,14 +173,15 @@ class Farm:
                  owner: str = "default", kind: str = "backfill",
                  progress: BulkProgress | None = None,
                  partition: Callable[..., dict[str, int]] = run_partition,
-                 from_originals: bool = False) -> dict:
+                 from_originals: bool = False, force: bool = False) -> dict:
         """Run a manifest as bulk partitions; returns the job's status from the catalog.
 
         Assets already ``ready`` or ``rejected`` with this recipe (with any recipe, for an
         index-only one) are skipped, unless the source says its bytes changed, so a
         re-run after a crash redoes only what is unfinished. ``partition`` runs one
         batch on a worker (``cluster.bulk.run_partition``: every stage);
-        ``from_originals`` reads each asset's stored original instead of its source. At most
+        ``from_originals`` reads each asset's stored original instead of its source;
+        ``force`` runs assets finished already too (a scrub's repairs). At most
         ``max_in_flight`` partitions (default: two per worker thread) are submitted
         at once, so the client and scheduler hold a bounded amount whatever the size.
         ``batch_size`` assets go in a partition; by default as many as gives every worker
@@ -224,7 +230,8 @@ class Farm:
             report()
             for requests in opened.batches(batch_size or partition_size(total, threads)):
                 claim = self.catalog.claim(requests, recipe.id, self.holder, self.claim_lease_s,
-                                           lambda row, r: not _finished(row, r, recipe), job_id)
+                                           lambda row, r: force or not _finished(row, r, recipe),
+                                           job_id)
                 skipped += len(claim.unwanted)
                 counts["skipped"] = skipped
                 held.update((r.asset_id, r) for r in requests if r.asset_id in claim.held)
@@ -305,6 +312,73 @@ class Farm:
         return rescans.run(self.client, self.catalog, self.settings, current,
                            everything=everything, batch_size=batch_size,
                            max_in_flight=max_in_flight, progress=progress)
+
+    def scrub(self, *, sample: float | None = None, limit: int | None = None,
+              stores: Sequence[str] = SCRUBBED, orphan_grace_s: float = DEFAULT_GRACE_S,
+              dry_run: bool = False, cleanup: Callable[[], dict[str, int]] | None = None,
+              batch_size: int | None = None, max_in_flight: int | None = None,
+              progress: BulkProgress | None = None) -> dict:
+        """Hash the stored objects against their keys on the cluster, at bulk priority; make
+        lost renditions again from their originals, mark assets whose original is lost,
+        list and (after ``orphan_grace_s``) remove objects no row names, sweep what lost
+        workers left in staging. Returns the run's report (``cluster.storage.scrub``),
+        also recorded in ``scrub_runs``/``scrub_findings`` unless ``dry_run``.
+
+        ``sample`` checks that fraction of the objects, each run going on where the last
+        stopped; ``limit`` at most that many; ``cleanup`` (``mediafarm scrub`` passes the
+        upload clean-up) runs too, and its counts join the report.
+        """
+        run = scrubbing.Scrub(self.catalog, self.stores, scrubbed=stores, sample=sample,
+                              limit=limit, orphan_grace_s=orphan_grace_s, dry_run=dry_run,
+                              run_id=str(uuid.uuid4()), worker=f"scrub:{self.holder}")
+
+        def settle(batch: list, outcomes: list[dict] | Exception) -> None:
+            run.settle(batch, outcomes)
+            if progress:
+                progress(run.counts["checked"] + run.unchecked, None, run.counts)
+
+        try:
+            bounded(self.client, scrubbing.check, run.batches(batch_size or DEFAULT_BATCH_SIZE),
+                    self.settings, settle=settle, max_in_flight=max_in_flight)
+            run.orphans()
+            self._remake(run)
+            return run.finish({} if dry_run else self._clean_up(run, cleanup, orphan_grace_s))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the catalog may be what went away
+                run.abandon()
+            raise
+
+    def _remake(self, run: scrubbing.Scrub) -> None:
+        """Run the assets whose renditions a scrub lost again, from their originals, with
+        their recipes: only the lost renditions are made (the rest are reused)."""
+        remakes = run.remakes()
+        for recipe_id in sorted({r.recipe_id for r in remakes}):
+            group = [r for r in remakes if r.recipe_id == recipe_id]
+            listed = [AssetRequest(r.asset_id, r.owner, r.source_uri, r.fingerprint)
+                      for r in group]
+            try:
+                self.backfill(Manifest(f"scrub:{run.run_id}", None, listed=listed),
+                              recipe_from_dict(group[0].recipe), kind="scrub",
+                              from_originals=True, force=True)
+            except Exception:  # noqa: BLE001 - its findings say repair_failed
+                log.exception("a scrub's repairs with recipe %s failed", recipe_id)
+        run.remade(self.catalog.assets([r.asset_id for r in remakes]))
+
+    def _clean_up(self, run: scrubbing.Scrub, cleanup: Callable[[], dict[str, int]] | None,
+                  staging_s: float) -> dict[str, int]:
+        """The upload clean-up and the staging sweeps, counted; a failure is a finding."""
+        cleaned: dict[str, int] = {}
+        try:
+            cleaned = {f"uploads_{k}": v for k, v in (cleanup() if cleanup else {}).items()}
+        except Exception as exc:  # noqa: BLE001 - the next run tries again
+            run.failed("buffer", f"the upload clean-up failed: {type(exc).__name__}: {exc}")
+        for name in ("originals", "quarantine"):
+            try:
+                cleaned["staging_removed"] = (cleaned.get("staging_removed", 0)
+                                              + self.stores[name].sweep_staging(staging_s))
+            except Failed as exc:
+                run.failed(name, f"sweeping its staging area failed: {exc.message}")
+        return cleaned
 
     def export(self, url: str, storage_options: dict | None = None, **options) -> dict:
         """Write what changed in the catalog since the last export to ``url`` as Parquet.

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from catalog import erasure
 from catalog.gc import Objects, Swept, collect
 from catalog.repository import Catalog, utcnow
-from cluster.storage.stores import Store
+from cluster.storage.stores import Store, store_named
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +21,11 @@ def remover(stores: Mapping[str, Store]):
 
     def remove(objects: Objects, packages: Objects) -> None:
         for name, digest in objects:
-            _store(stores, name).delete(digest)
+            store_named(stores, name).delete(digest)
         for name, folder in packages:
-            _store(stores, name).delete_at(folder)
+            store_named(stores, name).delete_at(folder)
 
     return remove
-
-
-def _store(stores: Mapping[str, Store], name: str) -> Store:
-    # Blobs name their store; one recorded under a name no longer configured is looked
-    # for where its kind lives by default.
-    return stores.get(name) or stores["originals" if name == "originals" else "renditions"]
 
 
 def run_gc(catalog: Catalog, stores: Mapping[str, Store], grace_s: float = DEFAULT_GRACE_S,

@@ -26,13 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distributed import Client, as_completed
+from distributed import Client
 
 from catalog import Catalog
 from catalog.repository import StageRecord, utcnow
 from catalog.rescans import STAGE, Target, targets
 from cluster import runtime
-from cluster.bulk import BULK_PRIORITY, DEFAULT_BATCH_SIZE
+from cluster.bulk import DEFAULT_BATCH_SIZE, bounded
 from cluster.config import Settings
 from cluster.storage.stores import Store
 from pipelines.outcome import Failed, Rejected
@@ -101,29 +101,18 @@ def run(client: Client, catalog: Catalog, settings: Settings, current: str, *,
         max_in_flight: int | None = None, progress: Progress | None = None) -> dict:
     """Re-scan what ``catalog.rescans.targets`` selects; the run's ``Report`` as a dict."""
     report = Report(current)
-    limit = max_in_flight or 2 * max(1, sum(client.nthreads().values()))
-    in_flight, out = as_completed(), {}
 
-    def settle(future) -> None:
-        batch = out.pop(future.key)
-        try:
-            outcomes = future.result()
-        except Exception as exc:  # noqa: BLE001 - reported; the next run does them again
-            outcomes = [_failed(t, f"{type(exc).__name__}: {exc}") for t in batch]
+    def settle(batch: list[Target], outcomes: list[dict] | Exception) -> None:
+        if isinstance(outcomes, Exception):  # reported; the next run does them again
+            outcomes = [_failed(t, f"{type(outcomes).__name__}: {outcomes}") for t in batch]
         for outcome in outcomes:
             report.add(outcome)
         if progress:
             progress(sum(report.counts.values()), None, report.counts)
 
-    for batch in targets(catalog, current, everything, batch_size or DEFAULT_BATCH_SIZE):
-        while len(out) >= limit:
-            settle(next(in_flight))
-        future = client.submit(rescan_partition, batch, current, settings,
-                               priority=BULK_PRIORITY, pure=False)
-        out[future.key] = batch
-        in_flight.add(future)
-    for future in in_flight:
-        settle(future)
+    bounded(client, rescan_partition, targets(catalog, current, everything,
+                                              batch_size or DEFAULT_BATCH_SIZE),
+            current, settings, settle=settle, max_in_flight=max_in_flight)
     return report.as_dict()
 
 

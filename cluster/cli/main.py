@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-from cluster.cli import gc_command, library_commands, logs
+from cluster.cli import gc_command, library_commands, logs, scrub_command
 from cluster.cli.errors import explain
 from cluster.cli.options import add_global_options, positive
 from cluster.interrupt import summary
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     library_commands.add_parsers(commands)
     gc_command.add_parsers(commands)
+    scrub_command.add_parsers(commands)
 
     status = commands.add_parser("status", help="a job's progress, from the catalog")
     status.add_argument("--job", required=True, metavar="ID")

@@ -16,7 +16,7 @@ from typing import TextIO
 from fsspec.implementations.local import LocalFileSystem
 from sqlalchemy import select
 
-from catalog import Catalog
+from catalog import Catalog, scrubs
 from catalog.models import Asset
 from cluster.cli.catalog_commands import open_catalog
 from cluster.cli.options import command_settings
@@ -28,11 +28,13 @@ from cluster.storage.stores import Store, open_stores
 
 def run_show(args: argparse.Namespace) -> int:
     settings = command_settings(args)
-    summaries, renditions = lookup(open_catalog(settings), settings, args.asset, args.owner)
+    catalog = open_catalog(settings)
+    summaries, renditions = lookup(catalog, settings, args.asset, args.owner)
+    marked = scrubs.marks(catalog.engine, [s["id"] for s in summaries])
     for index, asset in enumerate(summaries):
         if index:
             print()
-        show(asset, renditions)
+        show(asset, renditions, mark=marked.get(asset["id"]))
     return 0
 
 
@@ -71,11 +73,15 @@ def find_assets(catalog: Catalog, name: str, owner: str | None = None) -> list[s
     return ids
 
 
-def show(summary: dict, renditions: Store, out: TextIO | None = None) -> None:
+def show(summary: dict, renditions: Store, out: TextIO | None = None,
+         mark: tuple[str, str] | None = None) -> None:
+    """The asset's fields and renditions; ``mark``: what a scrub found wrong with its original."""
     out = out or sys.stdout
     fields = {"asset": summary["id"], "source": summary["source"], "owner": summary["owner"],
               "status": summary["status"], "reason": summary["reason"] or "-",
               "message": summary["message"] or "-", "sha256": summary["sha256"] or "-"}
+    if mark:
+        fields["scrub"] = f"{mark[0]}: {mark[1]}"
     for name, value in fields.items():
         print(f"{name:<8} {value}", file=out)
     if not summary["renditions"]:

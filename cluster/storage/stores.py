@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote, urlparse
@@ -206,6 +206,33 @@ class Store:
         if not self.fs.exists(base):
             return []
         return sorted(p.rsplit("/", 1)[-1] for p in self.fs.find(base) if ".partial-" not in p)
+
+    def shard_digests(self, shard: str) -> list[str]:
+        """The digests stored under ``sha256/<shard>/`` (two hex digits): a listing in 256
+        pieces, so a store of any size is walked a piece at a time."""
+        if len(shard) != 2 or not all(c in "0123456789abcdef" for c in shard):
+            raise ValueError(f"{shard!r} is not two lowercase hex digits")
+        base = f"{self.root}/sha256/{shard}"
+        return [d for d in self._io("listing", base, lambda: self._digests(base))
+                if len(d) == 64 and all(c in "0123456789abcdef" for c in d)]
+
+    def hash(self, digest: str) -> str | None:
+        """The SHA-256 of the object's bytes as stored, read in blocks (never whole in
+        memory); None when there is no object. A read cut off is read again from the start."""
+        key = self.key(digest)
+
+        def read() -> str | None:
+            if not self.fs.exists(key):
+                return None
+            sha = hashlib.sha256()
+            with self.fs.open(key, "rb", block_size=STREAM_BLOCK) as handle:
+                while chunk := handle.read(STREAM_BLOCK):
+                    sha.update(chunk)
+            return sha.hexdigest()
+        try:
+            return self._io("hashing", key, read)
+        except FileNotFoundError:  # gone between the look and the read
+            return None
 
     # Streaming: an object written chunk by chunk to a staging key, then promoted.
 
@@ -467,6 +494,12 @@ def source_location(uri: str, stores: Iterable[Store]) -> tuple[fsspec.AbstractF
 def open_stores(settings: Settings) -> dict[str, Store]:
     backoff = Backoff(budget_s=settings.storage_retry_s)
     return {name: Store(name, config, backoff) for name, config in settings.stores.items()}
+
+
+def store_named(stores: Mapping[str, Store], name: str) -> Store:
+    """The store a blob row names; one recorded under a name no longer configured is looked
+    for where its kind lives by default."""
+    return stores.get(name) or stores["originals" if name == "originals" else "renditions"]
 
 
 def _unlink_if_there(path: str) -> None:

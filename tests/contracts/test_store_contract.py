@@ -307,3 +307,27 @@ def test_sweep_staging_aborts_unfinished_multipart_uploads_on_object_stores(stor
         assert unfinished() == []
     finally:
         writer._handle.closed = True  # the lost worker's file must not finish it when collected
+
+
+def test_hash_reads_an_object_in_blocks_and_says_what_its_bytes_hash_to(store):
+    digest, data = blob("hashed")
+    assert store.hash(digest) is None  # absent
+    store.put(digest, data)
+    assert store.hash(digest) == digest
+    large = os.urandom(STREAM_BLOCK + 5)  # more than one block
+    large_digest = hashlib.sha256(large).hexdigest()
+    store.put(large_digest, large)
+    assert store.hash(large_digest) == large_digest
+    store.fs.pipe_file(store.key(digest), b"rotten")  # bytes that no longer match their key
+    assert store.hash(digest) == hashlib.sha256(b"rotten").hexdigest()
+
+
+def test_shard_digests_lists_one_two_hex_digit_folder(store):
+    digests = [blob(f"shard {i}")[0] for i in range(40)]
+    for i, digest in enumerate(digests):
+        store.put(digest, f"shard {i}".encode())
+    store.put_at("hls/x/master.m3u8", b"#EXTM3U\n")  # outside sha256/: never listed
+    for shard in {d[:2] for d in digests} | {"00", "ff"}:
+        assert store.shard_digests(shard) == sorted(d for d in digests if d.startswith(shard))
+    with pytest.raises(ValueError, match="two lowercase hex digits"):
+        store.shard_digests("../")
