@@ -18,7 +18,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 from catalog import Catalog, library
 from catalog import search as catalog_search
 from catalog.repository import AssetRequest
-from cluster import reencode, rescan as rescans, script_workers
+from cluster import reencode, rescan as rescans, script_workers, worker_start
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import (BULK_PRIORITY, DEFAULT_BATCH_SIZE, Item, Partitions, bounded,
@@ -66,24 +66,29 @@ class Farm:
                  scheduler_address: str | None = None, n_workers: int | None = None,
                  claim_lease_s: float = CLAIM_LEASE_S) -> None:
         self.settings = settings or load_settings()
+        address = scheduler_address or self.settings.scheduler_address
+        own_cluster = client is None and not address
+        verdict = None  # the clamd check running beside an own cluster's start
+        if own_cluster:
+            # The two slowest parts of an own cluster's start run beside the rest of it: the
+            # workers' fork server importing the stages, and clamd's canaries (seconds),
+            # scanned once here for all its workers, rather than by each worker when the
+            # plugin is registered. Only for a cluster of this machine: elsewhere clamd's URL
+            # may name another host, or none this machine reaches, and each worker checks
+            # it as it sees it.
+            worker_start.fork_workers()
+            checking = ThreadPoolExecutor(1, thread_name_prefix="mediafarm-clamd-check")
+            verdict = checking.submit(clamd_verdict, self.settings.clamd_url)
+            checking.shutdown(wait=False)
         self.catalog = Catalog(self.settings.catalog_url, self.settings.catalog_retry_s)
         self.catalog.upgrade()
         self.holder, self.claim_lease_s = new_holder(), claim_lease_s
         self._cluster: LocalCluster | None = None
-        address = scheduler_address or self.settings.scheduler_address
-        verdict = None  # the clamd check running beside an own cluster's start
         if client is not None:
             self.client, self._owns_client = client, False
         elif address:
             self.client, self._owns_client = _join(address, self.settings), True
         else:
-            # clamd's canaries take seconds: scanned here while the cluster starts, once for
-            # all its workers, rather than by each worker when the plugin is registered. Only
-            # for a cluster of this machine: elsewhere clamd's URL may name another host, or
-            # none this machine reaches, and each worker checks it as it sees it.
-            checking = ThreadPoolExecutor(1, thread_name_prefix="mediafarm-clamd-check")
-            verdict = checking.submit(clamd_verdict, self.settings.clamd_url)
-            checking.shutdown(wait=False)
             script_workers.install()  # a script without a __main__ guard must not hang
             # libvips threads would fight the one-process-per-core layout; keep each worker at one.
             with workers_ignore_ctrl_c():
