@@ -107,7 +107,8 @@ from distributed import Client, as_completed  # noqa: E402
 from distributed.diagnostics.plugin import SchedulerPlugin  # noqa: E402
 from distributed.utils import key_split  # noqa: E402
 
-from catalog.repository import StageRecord, utcnow  # noqa: E402
+from catalog.repository import utcnow  # noqa: E402
+from catalog.records import StageRecord
 from cluster import recorder, runtime  # noqa: E402
 from cluster.config import Settings, load_settings  # noqa: E402
 from cluster.graph import INTERACTIVE_PRIORITY, STAGES, plan_asset  # noqa: E402

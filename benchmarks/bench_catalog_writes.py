@@ -62,7 +62,8 @@ from psycopg.types.json import Jsonb  # noqa: E402
 import bench_bulk  # noqa: E402
 from bench_bulk import _admin_conninfo, _record, bench_database, object_uri, verify  # noqa: E402
 from catalog import Catalog, upgrade  # noqa: E402
-from catalog.repository import AssetRequest, StageRecord, utcnow  # noqa: E402
+from catalog.repository import utcnow  # noqa: E402
+from catalog.records import AssetRequest, StageRecord
 from cluster import recorder  # noqa: E402
 from cluster.storage import sources  # noqa: E402
 from pipelines.recipe import DEFAULT_RECIPE  # noqa: E402

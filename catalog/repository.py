@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Table, bindparam, case, func, or_, select, update
@@ -14,6 +14,7 @@ from catalog.db import connect, upgrade
 from catalog.gc import pin
 from catalog.metadata_columns import FILLED, with_columns
 from catalog.retry import DEFAULT_RETRY_S, Retry, retried
+from catalog.records import AssetRequest, RenditionRecord, StageRecord
 from catalog.models import (Asset, AssetVersion, Base, Blob, Job, PerceptualHash, Recipe, Rendition,
                             StageRun)
 
@@ -37,48 +38,6 @@ def claim_is_live(asset: dict, holder: str, now: datetime) -> bool:
     """True when another run than ``holder`` holds ``asset`` and its lease has not lapsed."""
     return bool(asset["claim_holder"] not in (None, holder) and asset["claim_expires_at"]
                 and _aware(asset["claim_expires_at"]) > now)
-
-
-@dataclass(frozen=True)
-class AssetRequest:
-    """What the client asks for: this source, for this owner, with this recipe."""
-
-    asset_id: str
-    owner: str
-    source_uri: str
-    fingerprint: str | None
-
-
-@dataclass(frozen=True)
-class StageRecord:
-    asset_id: str
-    stage: str
-    attempt: int
-    status: str
-    started_at: datetime
-    finished_at: datetime
-    worker: str | None = None
-    reason: str | None = None
-    error_class: str | None = None
-    error_message: str | None = None
-    details: dict | None = None
-
-
-@dataclass(frozen=True)
-class RenditionRecord:
-    preset: str
-    output_sha256: str
-    format: str
-    width: int | None
-    height: int | None
-    bytes: int
-    quality: int | None
-    media_type: str
-    preset_id: str
-    tool_versions: dict = field(default_factory=dict)
-    metric_name: str | None = None
-    metric_value: float | None = None
-    encoder: dict | None = None
 
 
 # An asset that ends lets go of its claim: the next run may take it at once (e.g. --force).

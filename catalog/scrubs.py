@@ -30,7 +30,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from catalog import gc
 from catalog.models import (Asset, Blob, GcMark, Recipe, Rendition, ScrubFinding,
                             ScrubRun, ScrubSighting, StageRun)
-from catalog.repository import Catalog, StageRecord
+from catalog.repository import Catalog
+from catalog.records import StageRecord
 
 STAGE = "scrub"
 POSITIONS = 16 ** 16  # a position in the digest space: a digest's first 16 hex digits

@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Callable
 
 from catalog import Catalog
-from catalog.repository import TERMINAL, AssetRequest, claim_is_live, utcnow
+from catalog.repository import TERMINAL, claim_is_live, utcnow
+from catalog.records import AssetRequest
 
 log = logging.getLogger(__name__)
 

@@ -10,25 +10,24 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import partial
 
-from distributed import Client, Future, LocalCluster, as_completed
+from distributed import Client, Future, LocalCluster
 
 from catalog import Catalog, library
 from catalog import search as catalog_search
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from cluster import reencode, rescan as rescans, script_workers, worker_start
+from cluster.batch import Batch
 from cluster.claims import CLAIM_LEASE_S, Lease, await_held, new_holder
 from cluster.config import Settings, load_settings
 from cluster.bulk import (BULK_PRIORITY, DEFAULT_BATCH_SIZE, Item, Partitions, bounded,
                           partition_size, run_partition)
 from cluster.gc import DEFAULT_GRACE_S
 from cluster.graph import plan_asset, resubmit, stages_for, submit_plan
-from cluster.interrupt import Interrupted, workers_ignore_ctrl_c
+from cluster.interrupt import workers_ignore_ctrl_c
 from cluster.manifest import Manifest, of_sources
-from cluster.quarantine import (QUARANTINED, Isolation, Suspect, is_quarantined, record_lost,
-                                worker_deaths)
+from cluster.quarantine import QUARANTINED, Isolation, Suspect
+from cluster.redo import finished, unchanged
 from cluster.storage import scrub as scrubbing, sources
 from cluster.storage.scrub import SCRUBBED
 from cluster.storage.stores import Store, open_stores
@@ -41,7 +40,6 @@ from pipelines.vips import tool_versions
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, Counter], None]
 BulkProgress = Callable[[int, int | None, Counter], None]
 
 # Dask's own retries of a task whose worker died (default 3) on the cluster the farm
@@ -136,7 +134,7 @@ class Farm:
         recipe = (recipe or DEFAULT_RECIPE).with_tools(tool_versions())
         self.catalog.ensure_recipe(recipe.id, recipe.name, recipe.canonical())
         claim = self.catalog.claim(requests, recipe.id, self.holder, self.claim_lease_s,
-                                   lambda row, r: force or not _unchanged(row, r, recipe))
+                                   lambda row, r: force or not unchanged(row, r, recipe))
         by_id = {r.asset_id: r for r in requests}
         batch = Batch(self, recipe, [r.asset_id for r in requests], {}, {}, {},
                       {asset_id: by_id[asset_id] for asset_id in claim.held})
@@ -235,7 +233,7 @@ class Farm:
             report()
             for requests in opened.batches(batch_size or partition_size(total, threads)):
                 claim = self.catalog.claim(requests, recipe.id, self.holder, self.claim_lease_s,
-                                           lambda row, r: force or not _finished(row, r, recipe),
+                                           lambda row, r: force or not finished(row, r, recipe),
                                            job_id)
                 skipped += len(claim.unwanted)
                 counts["skipped"] = skipped
@@ -454,68 +452,6 @@ class Farm:
         self.close()
 
 
-@dataclass
-class Batch:
-    farm: Farm
-    recipe: Recipe
-    asset_ids: list[str]
-    futures: dict[str, Future]
-    attempts: dict[str, int]
-    jobs: dict[str, Job]
-    held: dict[str, AssetRequest]  # by other runs: awaited, taken over if their claim lapses
-
-    def wait(self, progress: Progress | None = None) -> list[dict]:
-        """Wait for every asset to end; returns their summaries in the order submitted.
-
-        An asset whose task was on workers that died is run once more, alone, after
-        the others (``cluster.quarantine``). Assets another run holds are awaited
-        until they end, and run here if that run's claim lapses (``cluster.claims``).
-        """
-        counts: Counter = Counter()
-        total = len(self.asset_ids)
-        done = total - len(self.futures) - len(self.held)
-        if progress:
-            progress(done, total, counts)
-        suspects: list[tuple[str, int]] = []
-
-        def settle(asset_id: str, outcome: Callable[[], dict]) -> None:
-            nonlocal done
-            try:
-                counts[outcome()["status"]] += 1
-            except Exception as exc:  # noqa: BLE001 - e.g. a lost scheduler: the asset still ends
-                counts["failed"] += 1
-                record_lost(self.farm.catalog, asset_id, self.attempts[asset_id], exc)
-            done += 1
-            if progress:
-                progress(done, total, counts)
-
-        try:
-            while True:
-                by_future = {future.key: asset_id for asset_id, future in self.futures.items()}
-                for future in as_completed(list(self.futures.values())):
-                    asset_id = by_future[future.key]
-                    deaths = worker_deaths(future.exception()) if future.status == "error" else 0
-                    if deaths:
-                        suspects.append((asset_id, deaths))
-                    else:
-                        settle(asset_id, future.result)
-                    # Let go of the result once read, before waiting for the next: a worker
-                    # that died holding it would make Dask run the whole asset again.
-                    del self.futures[asset_id], future
-                if not self.held:
-                    break
-                farm = self.farm
-                ended = await_held(farm.catalog, self.held, farm.holder, farm.claim_lease_s,
-                                   self.recipe.id, partial(farm.start, self))
-                for asset_id, status in ended.items():
-                    settle(asset_id, partial(dict, status=status))
-            for asset_id, deaths in suspects:
-                settle(asset_id, partial(self.farm.retry_alone, self.jobs[asset_id], deaths))
-        except KeyboardInterrupt:
-            raise Interrupted(done, total, counts) from None
-        return self.farm.results(self.asset_ids)
-
-
 class SchedulerUnreachable(RuntimeError):
     """No Dask scheduler answered at the address within ``Settings.scheduler_timeout_s``."""
 
@@ -529,29 +465,6 @@ def _join(address: str, settings: Settings) -> Client:
             f"no Dask scheduler answered at {address} within {timeout:g} s "
             "(MEDIAFARM_SCHEDULER_TIMEOUT_S); start it, or fix --scheduler or "
             "DASK_SCHEDULER_ADDRESS") from exc
-
-
-def _done(previous: dict | None, recipe: Recipe) -> bool:
-    """Finished with this recipe: ready, rejected, or quarantined (which a re-run would
-    only let take down more workers; a new libvips makes a new recipe id). An index-only
-    recipe takes an asset finished under any recipe: that run scanned, hashed and recorded
-    it too, and indexing it again would only drop its renditions from its record."""
-    return bool(previous and (previous["status"] in ("ready", "rejected")
-                              or is_quarantined(previous))
-                and (recipe.index_only or previous["recipe_id"] == recipe.id))
-
-
-def _unchanged(previous: dict | None, request: AssetRequest, recipe: Recipe) -> bool:
-    return bool(_done(previous, recipe) and request.fingerprint
-                and previous["source_fingerprint"] == request.fingerprint)
-
-
-def _finished(previous: dict | None, request: AssetRequest, recipe: Recipe) -> bool:
-    """A bulk job's test: done, and unchanged where the source gives a fingerprint (a
-    folder does; a Parquet or catalog manifest names sources without one)."""
-    if request.fingerprint:
-        return _unchanged(previous, request, recipe)
-    return _done(previous, recipe)
 
 
 def with_locations(catalog: Catalog, renditions: Store, asset_ids: list[str]) -> list[dict]:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from catalog import Catalog
 from catalog.models import Asset
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from cluster.storage import sources
 
 

@@ -14,7 +14,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from catalog.near_duplicates import hash_row
-from catalog.repository import Catalog, RenditionRecord, StageRecord
+from catalog.repository import Catalog
+from catalog.records import RenditionRecord, StageRecord
 
 
 class Recorder:

@@ -29,7 +29,8 @@ from pathlib import Path
 from distributed import Client
 
 from catalog import Catalog
-from catalog.repository import StageRecord, utcnow
+from catalog.repository import utcnow
+from catalog.records import StageRecord
 from catalog.rescans import STAGE, Target, targets
 from cluster import runtime
 from cluster.bulk import DEFAULT_BATCH_SIZE, bounded

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from cluster.config import Settings
 from cluster.storage.retry import Backoff, retrying
-from cluster.storage.stores import Staged, StagingWriter, Store, source_location
+from cluster.storage.staging import Staged, StagingWriter
+from cluster.storage.stores import Store, source_location
 from pipelines.outcome import Failed, Rejected
 from pipelines.upload.hashing import sha256_hex
 from pipelines.upload.isobmff import MAX_FTYP_BYTES

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 
-from catalog.repository import RenditionRecord, StageRecord, utcnow
+from catalog.repository import utcnow
+from catalog.records import RenditionRecord, StageRecord
 from cluster import metrics, placement, recorder, runtime, video_tasks
 from cluster.config import Settings
 from cluster.source_pass import read_pass

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from catalog.repository import RenditionRecord
+from catalog.records import RenditionRecord
 from cluster import placement, runtime
 from pipelines.optimize.compress import compress
 from pipelines.optimize.hls import hls_rendition, package_hls

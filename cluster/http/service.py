@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from distributed import Future
 from sqlalchemy import text
 
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from cluster import metrics
 from cluster.http import owned
 from cluster.http.auth import RateLimiter

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import fsspec
 
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 
 # Asset ids derive from (owner, source): re-submitting a source finds its asset.
 _NAMESPACE = uuid.UUID("6f0b7a4e-2f41-5d3c-9a57-6d656469616d")

@@ -21,7 +21,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
@@ -30,6 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from cluster.config import Settings, StoreConfig
 from cluster.storage.retry import Backoff, retrying
+from cluster.storage.staging import Staged, StagingWriter
 from pipelines.outcome import Failed
 from pipelines.upload.served_source import ServedSource, Serving
 
@@ -249,7 +249,7 @@ class Store:
             handle = open(key, "wb")
         else:
             handle = self._io("opening", key, lambda: self.fs.open(key, "wb", block_size=STREAM_BLOCK))
-        return StagingWriter(self, key, handle)
+        return StagingWriter(self.name, self.fs, key, handle)
 
     def put_stream(self, chunks: Iterable[bytes]) -> Staged:
         """Write ``chunks`` to a staging object; what was written, with its size and SHA-256."""
@@ -411,54 +411,6 @@ class _RangeReader:
 
     def close(self) -> None:
         self._file.close()
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A staging object written by ``Store.writer``: where, how many bytes, their SHA-256."""
-
-    store: str
-    key: str
-    size: int
-    sha256: str
-
-
-class StagingWriter:
-    """Writes one staging object chunk by chunk, counting and hashing; see ``Store.writer``."""
-
-    def __init__(self, store: Store, key: str, handle) -> None:
-        self.store, self.key, self._handle = store, key, handle
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, chunk: bytes) -> None:
-        self._handle.write(chunk)
-        self._hash.update(chunk)
-        self.size += len(chunk)
-
-    def commit(self) -> Staged:
-        """Finish the object (an S3 multipart upload completes here) and check its size."""
-        self._handle.close()
-        size = int(self.store.fs.size(self.key))
-        if size != self.size:
-            raise OSError(errno.EIO, f"the staging object {self.key} has {size} bytes; "
-                                     f"{self.size} were written")
-        return Staged(self.store.name, self.key, self.size, self._hash.hexdigest())
-
-    def abort(self) -> None:
-        """Drop what was written (an S3 multipart upload is aborted); never raises."""
-        try:
-            if hasattr(self._handle, "discard") and not self._handle.closed:
-                self._handle.discard()
-                self._handle.closed = True  # or its finaliser would try to finish the upload
-            else:
-                self._handle.close()
-        except Exception:  # noqa: BLE001 - the write failed already; the object goes below
-            pass
-        try:
-            self.store.fs.rm_file(self.key)
-        except Exception:  # noqa: BLE001 - a sweep of staging/ finds it later
-            pass
 
 
 def _resolve(config: StoreConfig) -> tuple[str, dict, str]:

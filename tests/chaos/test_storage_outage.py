@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from catalog.models import StageRun
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from cluster.config import StoreConfig
 from cluster.farm import Farm
 from cluster.cli.samples import scene

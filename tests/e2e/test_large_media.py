@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from catalog.models import StageRun
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from cluster import runtime
 from cluster.config import STORE_NAMES
 from cluster.farm import Farm

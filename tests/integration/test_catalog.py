@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from catalog import Catalog, upgrade
 from catalog.models import Asset, StageRun
-from catalog.repository import AssetRequest, RenditionRecord, StageRecord, utcnow
+from catalog.repository import utcnow
+from catalog.records import AssetRequest, RenditionRecord, StageRecord
 
 A, B = "a" * 64, "b" * 64
 

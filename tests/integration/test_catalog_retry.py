@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from catalog import Catalog
-from catalog.repository import AssetRequest, StageRecord, utcnow
+from catalog.repository import utcnow
+from catalog.records import AssetRequest, StageRecord
 from catalog.retry import CatalogUnavailable, is_disconnect
 from cluster import runtime
 from cluster.config import load_settings

@@ -12,7 +12,8 @@ from sqlalchemy import update
 
 from catalog import Catalog
 from catalog.models import Asset
-from catalog.repository import AssetRequest, RenditionRecord, utcnow
+from catalog.repository import utcnow
+from catalog.records import AssetRequest, RenditionRecord
 
 LEASE_S = 3600.0
 REQUESTS = [AssetRequest(f"asset-{i}", "owner", f"file:///in/{i}.jpg", "1:1") for i in range(4)]

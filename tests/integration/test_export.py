@@ -30,7 +30,8 @@ from catalog.export_datasets import METADATA_COLUMNS
 from catalog.models import (Asset, AssetVersion, Blob, ExportWatermark, NearDuplicateMember,
                             PerceptualHash, Recipe, Rendition, StageRun)
 from catalog.near_duplicates import DEFAULT_THRESHOLD, hash_row
-from catalog.repository import AssetRequest, RenditionRecord, StageRecord, utcnow
+from catalog.repository import utcnow
+from catalog.records import AssetRequest, RenditionRecord, StageRecord
 from tests.conftest import make_settings, s3_store
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"

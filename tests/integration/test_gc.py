@@ -15,7 +15,8 @@ from catalog.gc import Swept, mark, sweep
 from catalog.models import (ApiToken, Asset, AssetVersion, Blob, GcMark, PerceptualHash,
                             Rendition, StageRun, Upload)
 from catalog.near_duplicates import hash_row
-from catalog.repository import AssetRequest, RenditionRecord, StageRecord, utcnow
+from catalog.repository import utcnow
+from catalog.records import AssetRequest, RenditionRecord, StageRecord
 from cluster import gc
 from cluster.http import owned
 from cluster.storage.stores import Store

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from catalog import Catalog, library
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from cluster.storage.sources import asset_id
 
 

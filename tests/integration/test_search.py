@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from catalog import Catalog, library
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from catalog import search as search_module
 from catalog.search import SearchQuery, search
 from cluster.storage.sources import asset_id

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Request, Response
 
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from catalog.webhooks import add_delivery
 from cluster.http import idempotency, owned, signed_urls, upload_store
 from cluster.http.auth import Principal

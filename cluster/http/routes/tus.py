@@ -27,7 +27,8 @@ from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.requests import ClientDisconnect
 
-from catalog.repository import AssetRequest, utcnow
+from catalog.repository import utcnow
+from catalog.records import AssetRequest
 from cluster.http import idempotency, tus_store, upload_store
 from cluster.http.dependencies import IdempotencyKey, Service, Submitter, UploadId
 from cluster.http.errors import ApiError

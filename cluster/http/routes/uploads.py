@@ -10,7 +10,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
 
-from catalog.repository import AssetRequest
+from catalog.records import AssetRequest
 from cluster.http import multipart_store, upload_store
 from cluster.http.dependencies import Service, Submitter, UploadId, json_model
 from cluster.http.errors import ApiError
